@@ -1,0 +1,5 @@
+import sys
+
+from ddg_sweep.run import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: the DomainBed catalogue, DemoDigits, splits, transforms, loaders."""

@@ -1,0 +1,1 @@
+"""Models: students, the CLIP and Stable Diffusion teachers, and the tiny family."""

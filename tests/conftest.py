@@ -1,0 +1,41 @@
+"""Shared test set-up: one cache folder (tiny models, DemoDigits) for the whole session."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Set before anything builds a model, so subprocesses inherit it too.
+os.environ.setdefault("DDG_SWEEP_CACHE", str(Path(tempfile.gettempdir()) / "ddg_sweep_test_cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, check=False, timeout=600, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m ddg_sweep.run ARGS` in a subprocess, as a user would call it."""
+    proc = subprocess.run([sys.executable, "-m", "ddg_sweep.run", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=cwd or REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2, exactly one line on stderr starting `error:`, no traceback, naming the fragments."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,136 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, assert_one_line_error, run_cli
+from ddg_sweep.hparams import resolve_hparams
+from ddg_sweep.models.student import load_student
+from ddg_sweep.models.tiny import _tiny_student_model, tiny_student_path
+
+TRAIN = ["train", "--dataset", "DemoDigits", "--algorithm", "ERM", "--batch-size", "8"]
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+def without_timing(record):
+    """What a run computed: everything but the wall time and where it was written."""
+    args = {k: v for k, v in record["args"].items() if k != "output_dir"}
+    return {k: v for k, v in record.items() if k != "step_time"} | {"args": args}
+
+
+def iid_select(recs, test_env):
+    """Training-domain validation, as the protocol doc states it, over one run's records."""
+    n_envs = sum(1 for k in recs[0] if k.endswith("_in_acc"))
+    def val(r):
+        return sum(r[f"env{i}_out_acc"] for i in range(n_envs) if i != test_env) / (n_envs - 1)
+    best = max(recs, key=val)
+    return best[f"env{test_env}_in_acc"], best["step"]
+
+
+def test_erm_run_writes_domainbed_records(tmp_path):
+    run_dir = tmp_path / "RUN"
+    run_cli(*TRAIN, "--test-envs", "0", "--steps", "9", "--checkpoint-freq", "4",
+            "--output-dir", run_dir, check=True)
+    recs = records(run_dir)
+    assert [r["step"] for r in recs] == [0, 4, 8]
+    for r in recs:
+        assert {"args", "hparams", "step", "epoch", "loss", "step_time"} <= set(r)
+        for i in range(4):
+            assert 0 <= r[f"env{i}_in_acc"] <= 1 and 0 <= r[f"env{i}_out_acc"] <= 1
+        assert r["args"]["test_envs"] == [0] and r["args"]["dataset"] == "DemoDigits"
+        assert r["args"]["trial_seed"] == 0 and r["args"]["holdout_fraction"] == 0.2
+        assert r["hparams"]["batch_size"] == 8 and r["hparams"]["lr"] == 1e-3
+    assert recs[1]["epoch"] == pytest.approx(4 / (360 / 8))  # smallest training in-split: 449 - 89
+    assert (run_dir / "done").exists() and (run_dir / "done").stat().st_size == 0
+    assert not (run_dir / "checkpoint.pt").exists()
+    acc, step = iid_select(recs, 0)
+    assert step in (0, 4, 8) and 0 <= acc <= 1
+    again = run_cli(*TRAIN, "--test-envs", "0", "--steps", "9", "--checkpoint-freq", "4",
+                    "--output-dir", run_dir, check=True)
+    assert "already done" in again.stdout
+    assert records(run_dir) == recs
+
+
+def test_runs_are_deterministic_and_seeds_matter(tmp_path):
+    common = [*TRAIN, "--test-envs", "2", "--steps", "5", "--checkpoint-freq", "4"]
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run_cli(*common, "--seed", seed, "--output-dir", tmp_path / name, check=True)
+    a, b, c = (records(tmp_path / n) for n in "abc")
+    assert [without_timing(r) for r in a] == [without_timing(r) for r in b]
+    assert a[-1]["loss"] != c[-1]["loss"]
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
+    args = [*TRAIN, "--test-envs", "1", "--steps", "40", "--checkpoint-freq", "5"]
+    run_cli(*args, "--output-dir", tmp_path / "whole", check=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ddg_sweep.run", *args, "--output-dir", str(killed)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (killed / "results.jsonl").exists() and len(records(killed)) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "done").exists(), "the run finished before it could be killed"
+    resumed = run_cli(*args, "--output-dir", killed, check=True)
+    assert "resuming" in resumed.stdout
+    whole, after = records(tmp_path / "whole"), records(killed)
+    steps = [r["step"] for r in after]
+    assert steps == sorted(set(steps)) == [0, 5, 10, 15, 20, 25, 30, 35, 39]
+    assert [without_timing(r) for r in after] == [without_timing(r) for r in whole]
+
+
+def test_hparams_defaults_and_random_draws():
+    defaults = resolve_hparams("ERM", "PACS", 0, 0)
+    assert defaults["lr"] == 5e-5 and defaults["batch_size"] == 32 and defaults["models"] == "paper"
+    draw = resolve_hparams("ERM", "PACS", 3, 0)
+    assert draw == resolve_hparams("ERM", "PACS", 3, 0)
+    assert draw != resolve_hparams("ERM", "PACS", 3, 1) and draw["lr"] != defaults["lr"]
+    assert resolve_hparams("ERM", "DemoDigits", 0, 0)["models"] == "tiny"
+
+
+@pytest.mark.parametrize("backbone", ["clip_vit-b16", "vit-base", "resnet50"])
+def test_tiny_student_round_trip_through_from_pretrained(backbone):
+    torch.manual_seed(0)
+    built = _tiny_student_model(backbone).eval()
+    loaded = load_student(backbone, tiny_student_path(backbone)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = {
+            "clip_vit-b16": lambda: built(pixel_values=x).image_embeds,
+            "vit-base": lambda: built(pixel_values=x).last_hidden_state[:, 0],
+            "resnet50": lambda: built(pixel_values=x).pooler_output.flatten(1),
+        }[backbone]()
+        assert torch.allclose(loaded(x), reference, atol=1e-6)
+    assert loaded.image_size == 32
+
+
+@pytest.mark.parametrize("extra,fragments", [
+    (["--dataset", "PACS", "--data-dir", "/nonexistent/data"], ["/nonexistent/data", "--data-dir"]),
+    (["--dataset", "PACS"], ["--data-dir"]),
+    (["--dataset", "Imagenet"], ["unknown dataset"]),
+    (["--dataset", "DemoDigits", "--test-envs", "7"], ["out of range"]),
+    (["--dataset", "DemoDigits", "--steps", "0"], ["--steps"]),
+    (["--dataset", "DemoDigits", "--algorithm", "SGD"], ["unknown algorithm"]),
+    (["--dataset", "DemoDigits", "--lmd", "0.3"], ["lmd", "does not apply to ERM"]),
+    (["--dataset", "DemoDigits", "--student-path", "/nonexistent/model"], ["/nonexistent/model"]),
+    (["--dataset", "PACS", "--data-dir", "/tmp", "--models", "paper"], ["PACS"]),
+])
+def test_bad_train_input_is_one_line(tmp_path, extra, fragments):
+    args = ["train", "--output-dir", tmp_path / "RUN", "--test-envs", "0", *extra]
+    if "--test-envs" in extra[2:]:
+        args = ["train", "--output-dir", tmp_path / "RUN", *extra]
+    proc = run_cli(*args)
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "RUN" / "results.jsonl").exists()
