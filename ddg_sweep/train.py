@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -63,6 +64,18 @@ def _check_same_run(run_dir: Path, config: RunConfig) -> None:
         atomic_write_json(saved, config.to_json())
 
 
+@contextmanager
+def _writes_to(run_dir: Path):
+    """A failed write (full disk, read-only folder) becomes a one-line error; what was
+    written before stays valid: records are appended whole, checkpoints replaced atomically."""
+    try:
+        yield
+    except OSError as err:
+        raise UserError(f"cannot write to {run_dir}: {err.strerror or err}; earlier records and the last "
+                        "checkpoint are intact: free space or fix permissions, then rerun the same "
+                        "command to resume") from None
+
+
 def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = None,
         log: Callable[[str], None] = print) -> RunOutcome:
     config.validate()
@@ -79,16 +92,15 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
     from ddg_sweep.evaluate import evaluate
     from ddg_sweep.models.paths import resolve_model_paths
 
-    try:
+    with _writes_to(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         _check_same_run(run_dir, config)
-    except OSError as err:
-        raise UserError(f"cannot write to {run_dir}: {err.strerror}; pass a writable --output-dir") from None
     logfile = run_dir / "train.log"
 
     def say(message: str) -> None:
         log(message)
-        append_line(logfile, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+        with _writes_to(run_dir):
+            append_line(logfile, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if config.device == "auto" else config.device)
@@ -123,7 +135,8 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
             swad.load_state_dict(state["swad"])
         start_step = state["step"] + 1
         kept = [r for r in read_records(results_path) if r["step"] <= state["step"]]
-        atomic_write_bytes(results_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        with _writes_to(run_dir):
+            atomic_write_bytes(results_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         say(f"resuming {run_dir} at step {start_step} of {config.steps}")
     elif results_path.exists():
         results_path.unlink()  # records without a checkpoint cannot be continued
@@ -163,10 +176,11 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
             record.update(accuracies)
             if swad is not None:
                 swad.end_segment(step, val_loss)
-            append_line(results_path, json.dumps(record))
             state = {"step": step, "algorithm": algorithm.state_dict_for_checkpoint(),
                      "swad": swad.state_dict() if swad is not None else None}
-            _save_checkpoint(state, checkpoint_path, torch)
+            with _writes_to(run_dir):
+                append_line(results_path, json.dumps(record))
+                _save_checkpoint(state, checkpoint_path, torch)
             held_out = [record[f"env{e}_in_acc"] for e in config.test_envs]
             say(f"step {step}: loss {record['loss']:.4f}, held-out acc "
                 f"{', '.join(f'{a:.3f}' for a in held_out)}, {record['step_time']:.3f} s/step")
@@ -182,8 +196,10 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
             swad_record.update(evaluate(averaged.to(device), evaluation, train_envs, device)[0])
             say(f"SWAD averaged steps {info.get('swad_start_step')}..{info.get('swad_end_step')}: held-out acc "
                 + ", ".join(f"{swad_record[f'env{e}_in_acc']:.3f}" for e in config.test_envs))
-        atomic_write_json(run_dir / "swad.json", swad_record)
-    (run_dir / "done").touch()
+        with _writes_to(run_dir):
+            atomic_write_json(run_dir / "swad.json", swad_record)
+    with _writes_to(run_dir):
+        (run_dir / "done").touch()
     checkpoint_path.unlink(missing_ok=True)
     say(f"done: {results_path}")
     return RunOutcome("finished", run_dir, last_record)
