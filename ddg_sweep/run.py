@@ -13,7 +13,7 @@ import sys
 
 from ddg_sweep.errors import UserError
 
-COMMAND_MODULES = ("train",)
+COMMAND_MODULES = ("train", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

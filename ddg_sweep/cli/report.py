@@ -1,0 +1,93 @@
+"""`aggregate`, `tables` and `plots`: from a sweep folder to DomainBed's tables and figures.
+
+Nothing heavy is imported at module level; each command imports pandas etc. when it runs.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ddg_sweep.errors import UserError
+
+SELECTION_KEYS = ("iid", "oracle", "loo", "swad")
+TABLE_FORMATS = ("markdown", "latex", "text")
+
+
+def register(subparsers) -> None:
+    aggregate = subparsers.add_parser(
+        "aggregate", help="read every results.jsonl of a sweep, select models, write tables",
+        description="Read every run's results.jsonl below --input-dir and write records.parquet, "
+                    "table.parquet, summary.json and tables.txt (DomainBed's text) to "
+                    "--output-dir.")
+    aggregate.add_argument("--input-dir", required=True, type=Path,
+                           help="sweep folder (holding runs/<job_id>/ or DomainBed run folders)")
+    aggregate.add_argument("--output-dir", required=True, type=Path, help="aggregate folder")
+    aggregate.add_argument("--include-unfinished", action="store_true",
+                           help="also read runs without a `done` file")
+    aggregate.set_defaults(func=run_aggregate)
+
+    tables = subparsers.add_parser(
+        "tables", help="print DomainBed's tables and the paper's layout from an aggregate",
+        description="Render the tables of an aggregate folder made by `aggregate`.")
+    tables.add_argument("--input", required=True, type=Path, help="aggregate folder")
+    tables.add_argument("--format", default="text", help=f"one of {', '.join(TABLE_FORMATS)}")
+    tables.add_argument("--selection", nargs="+", default=None, metavar="RULE",
+                        help=f"model selection rules among {', '.join(SELECTION_KEYS)} "
+                             "(default: all the aggregate has)")
+    tables.add_argument("--output", type=Path, default=None, help="file to write (default stdout)")
+    tables.set_defaults(func=run_tables)
+
+    plots = subparsers.add_parser(
+        "plots", help="PNG figures: accuracy against hparams, training curves",
+        description="Draw accuracy against lmd, cfg_scale and stage1_steps, and training curves.")
+    plots.add_argument("--input", required=True, type=Path, help="aggregate folder")
+    plots.add_argument("--output-dir", required=True, type=Path, help="folder for the PNG files")
+    plots.set_defaults(func=run_plots)
+
+
+def run_aggregate(args) -> int:
+    from ddg_sweep.report.aggregate import aggregate
+
+    summary = aggregate(args.input_dir, args.output_dir,
+                        include_unfinished=args.include_unfinished)
+    print(f"records read: {summary['total_records']}  runs: {summary['runs']}  "
+          f"unfinished runs skipped: {summary['unfinished_runs_skipped']}  "
+          f"malformed lines skipped: {summary['malformed_lines']}"
+          + (f"  malformed swad.json: {summary['malformed_swad']}"
+             if summary["malformed_swad"] else ""))
+    print(f"wrote {args.output_dir}/records.parquet, table.parquet, tables.txt")
+    return 0
+
+
+def run_tables(args) -> int:
+    from ddg_sweep.report import files
+    from ddg_sweep.report.tables import check_format, check_selections, render
+
+    fmt = check_format(args.format)
+    table, summary = files.load_aggregate(args.input)
+    selections = None
+    if args.selection:
+        selections = check_selections(args.selection)
+        missing = [s for s in selections if s not in summary["selections"]]
+        if missing:
+            raise UserError(f"the aggregate in {args.input} has no results for selection "
+                            f"{', '.join(missing)}; it has {', '.join(summary['selections']) or 'none'}"
+                            + (" (swad needs runs with swad.json)" if "swad" in missing else ""))
+    text = render(table, summary, fmt, selections)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        files.atomic_write_text(args.output, text)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def run_plots(args) -> int:
+    from ddg_sweep.report.plots import make_plots
+
+    written, skipped = make_plots(args.input, args.output_dir)
+    for message in skipped:
+        print(f"skipped: {message}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0

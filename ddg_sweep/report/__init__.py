@@ -1,0 +1,1 @@
+"""Reading sweep results, DomainBed model selection, tables and plots (no torch, no ray)."""

@@ -1,0 +1,73 @@
+"""The aggregate folder's files: atomic writes and loading them back."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ddg_sweep.errors import UserError
+
+RECORDS_FILE = "records.parquet"
+SWAD_FILE = "swad.parquet"
+TABLE_FILE = "table.parquet"
+SUMMARY_FILE = "summary.json"
+TEXT_TABLES_FILE = "tables.txt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write to a temporary file in the same folder, then os.replace it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_parquet(path: Path, frame) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_aggregate(agg_dir) -> tuple:
+    """(table DataFrame, summary dict) of an aggregate folder, or a UserError saying how to make one."""
+    import pandas as pd
+
+    agg_dir = Path(agg_dir)
+    table_path, summary_path = agg_dir / TABLE_FILE, agg_dir / SUMMARY_FILE
+    if not table_path.is_file() or not summary_path.is_file():
+        raise UserError(f"{agg_dir} is not an aggregate folder (no {TABLE_FILE} / {SUMMARY_FILE}); "
+                        "make one with: python -m ddg_sweep.run aggregate --input-dir SWEEP "
+                        f"--output-dir {agg_dir}")
+    return pd.read_parquet(table_path), json.loads(summary_path.read_text())
+
+
+def load_records(agg_dir):
+    import pandas as pd
+
+    path = Path(agg_dir) / RECORDS_FILE
+    if not path.is_file():
+        raise UserError(f"{path} not found; make it with: python -m ddg_sweep.run aggregate "
+                        f"--input-dir SWEEP --output-dir {agg_dir}")
+    return pd.read_parquet(path)

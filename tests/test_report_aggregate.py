@@ -1,0 +1,148 @@
+"""Aggregation: DomainBed's fixture reproduced exactly, robust reading, the synthetic generator."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ddg_sweep.errors import UserError
+from ddg_sweep.report.aggregate import aggregate
+from ddg_sweep.report.records import read_records
+from sweepgen import make_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO.parent / "shared" / "fixtures" / "domainbed_test_sweep"
+if not FIXTURE.is_dir():
+    FIXTURE = Path("/work/shared/fixtures/domainbed_test_sweep")
+
+
+@pytest.fixture(scope="module")
+def fixture_aggregate(tmp_path_factory):
+    out = tmp_path_factory.mktemp("agg")
+    summary = aggregate(FIXTURE, out)
+    return out, summary
+
+
+def test_fixture_text_tables_match_domainbed_exactly(fixture_aggregate):
+    out, summary = fixture_aggregate
+    expected = (FIXTURE / "expected.txt").read_text()
+    ours = (out / "tables.txt").read_text()
+    assert ours.splitlines() == expected.splitlines()
+    assert ours.startswith("Total records: 200\n")
+    assert summary["total_records"] == 200 and summary["runs"] == 40
+
+
+def test_fixture_table_parquet_schema(fixture_aggregate):
+    out, _ = fixture_aggregate
+    table = pd.read_parquet(out / "table.parquet")
+    assert list(table.columns) == ["selection", "dataset", "algorithm", "test_env", "env_name",
+                                   "mean", "sem", "n"]
+    assert set(table["selection"]) == {"iid", "oracle", "loo"}
+    iid = table[(table["selection"] == "iid")].set_index("test_env")
+    assert iid.loc[0, "env_name"] == "C" and iid.loc[0, "n"] == 2
+    assert round(iid.loc[0, "mean"], 1) == 98.0 and round(iid.loc[-1, "mean"], 1) == 78.3
+    assert table["test_env"].dtype == "int64"
+    records = pd.read_parquet(out / "records.parquet")
+    assert len(records) == 200
+    for column in ("run_id", "dataset", "algorithm", "test_envs", "trial_seed", "hparams_seed",
+                   "step", "env0_in_acc", "env3_out_acc", "hp_lr", "hp_batch_size", "val_acc",
+                   "test_acc"):
+        assert column in records.columns
+    assert records["step"].dtype == "int64" and records["hp_lr"].dtype == "float64"
+
+
+def _copy_fixture(tmp_path) -> Path:
+    sweep = tmp_path / "sweep"
+    shutil.copytree(FIXTURE, sweep)
+    return sweep
+
+
+def test_malformed_and_truncated_lines_are_skipped_and_counted(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    with open(runs[0] / "results.jsonl", "a") as handle:  # a write cut short
+        handle.write('{"args": {"dataset": "VLCS", "algo')
+    lines = (runs[1] / "results.jsonl").read_text().splitlines(keepends=True)
+    lines.insert(2, "this is not json\n")
+    lines.insert(3, '{"step": "not a number"}\n')
+    (runs[1] / "results.jsonl").write_text("".join(lines))
+    (runs[2] / "results.jsonl").write_text("garbage\n" + (runs[2] / "results.jsonl").read_text())
+    result = read_records(sweep)
+    assert result.stats["malformed_lines"] == 4
+    assert len(result.records) == 200
+    summary = aggregate(sweep, tmp_path / "agg")
+    assert summary["malformed_lines"] == 4
+    expected = (FIXTURE / "expected.txt").read_text()
+    assert (tmp_path / "agg" / "tables.txt").read_text() == expected
+
+
+def test_unfinished_runs_excluded_by_default_and_included_with_flag(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+    run = sorted(p for p in sweep.iterdir() if p.is_dir())[0]
+    (run / "done").unlink()
+    n_lines = len((run / "results.jsonl").read_text().splitlines())
+    default = read_records(sweep)
+    assert default.stats["unfinished_runs_skipped"] == 1
+    assert len(default.records) == 200 - n_lines
+    included = read_records(sweep, include_unfinished=True)
+    assert included.stats["unfinished_runs_skipped"] == 0 and len(included.records) == 200
+    assert included.records["finished"].sum() == 200 - n_lines
+
+
+def test_unknown_dataset_kept_with_index_names(tmp_path):
+    make_sweep(tmp_path / "sweep", 60, datasets=("Mystery",), algorithms=("ERM",), n_trials=2,
+               records_per_run=3)
+    summary = aggregate(tmp_path / "sweep", tmp_path / "agg")
+    assert summary["datasets"] == {"Mystery": ["0", "1", "2", "3"]}
+    text = (tmp_path / "agg" / "tables.txt").read_text()
+    assert "Dataset: Mystery" in text
+
+
+def test_missing_or_empty_input_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        read_records(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no records"):
+        read_records(tmp_path / "empty")
+    sweep = _copy_fixture(tmp_path)
+    for done in sweep.glob("*/done"):
+        done.unlink()
+    with pytest.raises(UserError, match="--include-unfinished"):
+        read_records(sweep)
+
+
+@pytest.mark.parametrize("layout", ["domainbed", "ddg"])
+def test_generator_layout_and_record_count(tmp_path, layout):
+    info = make_sweep(tmp_path / "sweep", 1234, records_per_run=10, layout=layout, with_swad=True)
+    files = sorted((tmp_path / "sweep").rglob("results.jsonl"))
+    assert info["n_records"] == 1234 and len(files) == info["n_runs"] == 124
+    assert sum(len(f.read_text().splitlines()) for f in files) == 1234
+    if layout == "ddg":
+        assert all(f.parent.parent.name == "runs" for f in files)
+    else:
+        assert all(f.parent.parent == tmp_path / "sweep" for f in files)
+    assert all((f.parent / "done").exists() for f in files)
+    first = json.loads(files[0].read_text().splitlines()[0])
+    assert {"args", "hparams", "step", "env0_in_acc", "env0_out_acc"} <= set(first)
+    again = make_sweep(tmp_path / "again", 1234, records_per_run=10, layout=layout)
+    assert (again["run_dirs"][5] / "results.jsonl").read_text() == (
+        info["run_dirs"][5] / "results.jsonl").read_text()
+    summary = aggregate(tmp_path / "sweep", tmp_path / "agg")
+    assert summary["total_records"] == 1234 and summary["swad_runs"] > 0
+    assert "swad" in summary["selections"]
+
+
+def test_agrees_with_domainbed_style_baseline_on_generated_sweep(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_aggregate",
+                                                  REPO / "benchmarks" / "bench_aggregate.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    make_sweep(tmp_path / "sweep", 4000, records_per_run=5, n_trials=3)
+    aggregate(tmp_path / "sweep", tmp_path / "agg")
+    ours = (tmp_path / "agg" / "tables.txt").read_text()
+    assert ours == bench.baseline_tables(str(tmp_path / "sweep"))
+    assert "X" not in ours
