@@ -1,6 +1,7 @@
 """One run's configuration: what it computes (identity) and where it reads and writes."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from ddg_sweep.data.catalog import check_test_envs, get_dataset_spec
@@ -46,6 +47,10 @@ class RunConfig:
             raise UserError(f"--checkpoint-freq must be > 0, got {self.checkpoint_freq}")
         if not 0 < self.holdout_fraction < 1:
             raise UserError(f"--holdout-fraction must be in (0, 1), got {self.holdout_fraction}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise UserError(f"--device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UserError(f"--num-workers must be >= 0, got {self.num_workers}")
         if self.trial_seed < 0 or self.seed < 0:
             raise UserError("--trial-seed and --seed must be >= 0")
         check_hparams(self.hparams, steps=self.steps)

@@ -56,12 +56,13 @@ def read_records(path: Path) -> list[dict]:
 def _check_same_run(run_dir: Path, config: RunConfig) -> None:
     saved = run_dir / "config.json"
     if saved.exists():
-        previous = RunConfig.from_json(json.loads(saved.read_text())).identity()
+        try:
+            previous = RunConfig.from_json(json.loads(saved.read_text())).identity()
+        except (ValueError, TypeError):
+            raise UserError(f"{saved} is not a ddg-sweep run config; pass another --output-dir") from None
         if previous != config.identity():
             raise UserError(f"{run_dir} already holds a different run (see its config.json); "
                             "pass a new --output-dir or delete that folder")
-    else:
-        atomic_write_json(saved, config.to_json())
 
 
 @contextmanager
@@ -80,6 +81,7 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
         log: Callable[[str], None] = print) -> RunOutcome:
     config.validate()
     run_dir = Path(config.output_dir)
+    _check_same_run(run_dir, config)
     if (run_dir / "done").exists():
         log(f"{run_dir} is already done: nothing to train (delete its `done` to rerun)")
         return RunOutcome("already-done", run_dir, (read_records(run_dir / "results.jsonl") or [None])[-1])
@@ -94,7 +96,8 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
 
     with _writes_to(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-        _check_same_run(run_dir, config)
+        if not (run_dir / "config.json").exists():
+            atomic_write_json(run_dir / "config.json", config.to_json())
     logfile = run_dir / "train.log"
 
     def say(message: str) -> None:
@@ -102,6 +105,9 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
         with _writes_to(run_dir):
             append_line(logfile, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
 
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {config.device} asked for, but torch sees no CUDA GPU here; "
+                        "pass --device cpu or auto")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if config.device == "auto" else config.device)
     hp = config.hparams
