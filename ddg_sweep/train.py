@@ -196,7 +196,7 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
                 on_checkpoint(record, run_dir)
 
     if swad is not None:
-        averaged, info = swad.averaged()
+        averaged, info = swad.averaged(template=algorithm.network)
         swad_record = {"args": config.args_record(), "hparams": hp, **info}
         if averaged is not None:
             swad_record.update(evaluate(averaged.to(device), evaluation, train_envs, device)[0])

@@ -1,0 +1,117 @@
+"""DDG: Stage I alignment, then Stage II diffusion distillation with domain-debiasing guidance.
+
+Steps [0, stage1_steps): L = L_align (training P only, or everything: `stage1_trainable`).
+Steps [stage1_steps, steps): L = L_diff + lmd * L_align, where the student's class
+probabilities (or a trained token map of P f(x)) condition the frozen SD UNet and
+eps_hat = eps_neg + w (eps_cond - eps_neg) with the source domain's style prompt as
+the negative. See docs/ddg-method.md.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ddg_sweep.algorithms.base import RunContext
+from ddg_sweep.algorithms.losses import batched_guidance_eps, diffusion_loss, guided_eps, probs_conditioning
+from ddg_sweep.algorithms.vl2v import AlignedAlgorithm
+from ddg_sweep.errors import UserError
+from ddg_sweep.models.sd_teacher import class_prompt, domain_prompt, load_sd_teacher
+
+
+class TokenMap(nn.Module):
+    """`conditioning: projected`: a trained linear map P f(x) -> 77 x D UNet tokens.
+
+    The bias starts at the mean class tokens, so the first conditioning is a neutral class prompt.
+    """
+
+    def __init__(self, joint_width: int, initial_tokens: torch.Tensor):
+        super().__init__()
+        self.n_tokens, self.token_width = initial_tokens.shape
+        self.linear = nn.Linear(joint_width, self.n_tokens * self.token_width)
+        with torch.no_grad():
+            self.linear.bias.copy_(initial_tokens.flatten())
+
+    def forward(self, projected: torch.Tensor) -> torch.Tensor:
+        return self.linear(projected).view(-1, self.n_tokens, self.token_width)
+
+
+class DDG(AlignedAlgorithm):
+    def __init__(self, ctx: RunContext, teacher_autocast: bool | None = None):
+        super().__init__(ctx, teacher_autocast)
+        hp = self.hparams
+        self.sd_teacher = load_sd_teacher(ctx.model_paths["stable_diffusion"]).to(self.device)
+        # computed once per run, in full precision
+        class_tokens = self.sd_teacher.encode_prompts([class_prompt(name) for name in ctx.class_names])
+        if hp["negative"] == "domain":
+            negative_prompts = [domain_prompt(ctx.env_names[env]) for env in ctx.train_envs]
+        else:
+            negative_prompts = [""]
+        negative_tokens = self.sd_teacher.encode_prompts(negative_prompts)
+        # (C, 77, D) and (train envs or 1, 77, D): frozen, rebuilt from the teacher, never checkpointed
+        self.register_buffer("class_tokens", class_tokens.float(), persistent=False)
+        self.register_buffer("negative_tokens", negative_tokens.float(), persistent=False)
+        if hp["conditioning"] == "projected":
+            self.token_map = TokenMap(self.network.head.projection.out_features, class_tokens.float().mean(0))
+        self._ready()
+
+    def trained_modules(self) -> nn.ModuleDict:
+        modules = {"network": self.network}
+        if self.hparams["conditioning"] == "projected":
+            modules["token_map"] = self.token_map
+        return nn.ModuleDict(modules)
+
+    def in_stage_two(self, step: int) -> bool:
+        return step >= self.hparams["stage1_steps"]
+
+    def negative_conditioning(self, batch_sizes: list[int]) -> torch.Tensor:
+        """c_neg per sample (B, 77, D): each sample's own source domain prompt, or the empty prompt."""
+        if self.hparams["negative"] == "null":
+            return self.negative_tokens[0].expand(sum(batch_sizes), -1, -1)
+        if len(batch_sizes) != len(self.negative_tokens):
+            raise UserError(f"DDG was built for {len(self.negative_tokens)} training environments but got "
+                            f"{len(batch_sizes)} minibatches; pass one minibatch per training environment")
+        return torch.cat([tokens.expand(n, -1, -1) for tokens, n in zip(self.negative_tokens, batch_sizes)])
+
+    def conditioning(self, logits: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+        """c (B, 77, D): the student's only way into the UNet."""
+        if self.hparams["conditioning"] == "projected":
+            return self.token_map(projected)
+        return probs_conditioning(logits, self.class_tokens)
+
+    def guided_diffusion_loss(self, x: torch.Tensor, cond: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        with self.teacher_precision():
+            latents = self.sd_teacher.encode_images(x, hp["sd_resolution"])  # once per image view
+        n_noise = hp["n_noise"]
+        if n_noise > 1:
+            latents, cond, neg = (v.repeat_interleave(n_noise, dim=0) for v in (latents, cond, neg))
+        # the train loop seeds the global RNG every step; both draws come from it
+        t = torch.randint(hp["t_min"], hp["t_max"] + 1, (len(latents),), device=latents.device)
+        eps = torch.randn_like(latents)
+        x_t = self.sd_teacher.add_noise(latents, t, eps)
+        with self.teacher_precision():
+            eps_cond, eps_neg = batched_guidance_eps(self.sd_teacher.predict_noise, x_t, t, cond, neg)
+        eps_hat = guided_eps(eps_cond.float(), eps_neg.float(), hp["cfg_scale"])
+        return diffusion_loss(eps_hat, eps)
+
+    def update(self, minibatches, step):
+        x = torch.cat([x for x, _ in minibatches])
+        y = torch.cat([y for _, y in minibatches])
+        image_embeddings = self.teacher_image_embeddings(x)
+        if not self.in_stage_two(step):
+            train_student = self.hparams["stage1_trainable"] == "all"
+            loss = self.alignment(self.student_projection(x, train_student), image_embeddings, y)
+            self.optimise(loss)
+            value = loss.item()
+            return {"loss": value, "loss_align": value, "stage": "align"}
+        projected = self.student_projection(x, train_student=True)
+        logits = self.network.head.logits_from_projection(projected)
+        loss_align = self.alignment(projected, image_embeddings, y)
+        cond = self.conditioning(logits, projected)
+        neg = self.negative_conditioning([len(xb) for xb, _ in minibatches])
+        loss_diff = self.guided_diffusion_loss(x, cond, neg)
+        loss = loss_diff + self.hparams["lmd"] * loss_align
+        self.optimise(loss)
+        return {"loss": loss.item(), "loss_diff": loss_diff.item(), "loss_align": loss_align.item(),
+                "stage": "diffusion"}
+
