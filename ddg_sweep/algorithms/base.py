@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ddg_sweep.perf import StepOptions
+
 
 @dataclass
 class RunContext:
@@ -19,6 +21,10 @@ class RunContext:
     steps: int
     device: torch.device
     model_paths: dict = field(default_factory=dict)  # student / clip_teacher / stable_diffusion
+    # Already-built components (student, clip_teacher, sd_teacher) used instead of loading
+    # from model_paths: the benchmark's full-size random-weight models.
+    components: dict = field(default_factory=dict)
+    step_options: StepOptions = field(default_factory=StepOptions)  # how steps execute, not what
 
     @property
     def n_classes(self) -> int:

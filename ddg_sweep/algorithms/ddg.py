@@ -12,10 +12,12 @@ import torch
 from torch import nn
 
 from ddg_sweep.algorithms.base import RunContext
-from ddg_sweep.algorithms.losses import batched_guidance_eps, diffusion_loss, guided_eps, probs_conditioning
+from ddg_sweep.algorithms.losses import (batched_guidance_eps, diffusion_loss, guided_eps, probs_conditioning,
+                                        separate_guidance_eps)
 from ddg_sweep.algorithms.vl2v import AlignedAlgorithm
 from ddg_sweep.errors import UserError
 from ddg_sweep.models.sd_teacher import class_prompt, domain_prompt, load_sd_teacher
+from ddg_sweep.perf import apply_to_sd_teacher
 
 
 class TokenMap(nn.Module):
@@ -39,7 +41,9 @@ class DDG(AlignedAlgorithm):
     def __init__(self, ctx: RunContext, teacher_autocast: bool | None = None):
         super().__init__(ctx, teacher_autocast)
         hp = self.hparams
-        self.sd_teacher = load_sd_teacher(ctx.model_paths["stable_diffusion"]).to(self.device)
+        sd_teacher = ctx.components.get("sd_teacher") or load_sd_teacher(ctx.model_paths["stable_diffusion"])
+        self.sd_teacher = sd_teacher.to(self.device)
+        apply_to_sd_teacher(self.sd_teacher, ctx.step_options, self.device.type)
         # computed once per run, in full precision
         class_tokens = self.sd_teacher.encode_prompts([class_prompt(name) for name in ctx.class_names])
         if hp["negative"] == "domain":
@@ -79,18 +83,23 @@ class DDG(AlignedAlgorithm):
         return probs_conditioning(logits, self.class_tokens)
 
     def guided_diffusion_loss(self, x: torch.Tensor, cond: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        hp = self.hparams
-        with self.teacher_precision():
-            latents = self.sd_teacher.encode_images(x, hp["sd_resolution"])  # once per image view
+        hp, options = self.hparams, self.ctx.step_options
         n_noise = hp["n_noise"]
+        with self.teacher_precision():
+            if options.latents_once or n_noise == 1:
+                latents = self.sd_teacher.encode_images(x, hp["sd_resolution"])  # once per image view
+                latents = latents.repeat_interleave(n_noise, dim=0) if n_noise > 1 else latents
+            else:  # the naive way: one encode per noise draw (the benchmark's baseline)
+                latents = self.sd_teacher.encode_images(x.repeat_interleave(n_noise, dim=0), hp["sd_resolution"])
         if n_noise > 1:
-            latents, cond, neg = (v.repeat_interleave(n_noise, dim=0) for v in (latents, cond, neg))
+            cond, neg = (v.repeat_interleave(n_noise, dim=0) for v in (cond, neg))
         # the train loop seeds the global RNG every step; both draws come from it
         t = torch.randint(hp["t_min"], hp["t_max"] + 1, (len(latents),), device=latents.device)
         eps = torch.randn_like(latents)
         x_t = self.sd_teacher.add_noise(latents, t, eps)
         with self.teacher_precision():
-            eps_cond, eps_neg = batched_guidance_eps(self.sd_teacher.predict_noise, x_t, t, cond, neg)
+            guidance = batched_guidance_eps if options.batched_guidance else separate_guidance_eps
+            eps_cond, eps_neg = guidance(self.sd_teacher.predict_noise, x_t, t, cond, neg)
         eps_hat = guided_eps(eps_cond.float(), eps_neg.float(), hp["cfg_scale"])
         return diffusion_loss(eps_hat, eps)
 

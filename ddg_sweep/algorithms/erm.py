@@ -12,7 +12,7 @@ from ddg_sweep.models.student import Classifier, load_student
 class ERM(Algorithm):
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
-        student = load_student(ctx.hparams["backbone"], ctx.model_paths["student"])
+        student = ctx.components.get("student") or load_student(ctx.hparams["backbone"], ctx.model_paths["student"])
         self.network = Classifier(student, nn.Linear(student.n_outputs, ctx.n_classes))
         self.to(ctx.device)
         self.optimizer = self.make_optimizer()

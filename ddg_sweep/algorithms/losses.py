@@ -42,6 +42,18 @@ def batched_guidance_eps(predict_noise: Callable, x_t: torch.Tensor, t: torch.Te
     return eps_cond, eps_neg.detach()
 
 
+def separate_guidance_eps(predict_noise: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                          neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps_cond, eps_neg) from two UNet calls, the negative one under no-grad.
+
+    Same numbers as `batched_guidance_eps`; the backward pass then runs through the
+    conditional half only, and the negative pass stores no activations.
+    """
+    with torch.no_grad():
+        eps_neg = predict_noise(x_t, t, neg.to(cond.dtype))
+    return predict_noise(x_t, t, cond), eps_neg
+
+
 def diffusion_loss(eps_hat: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """L_diff = mean ||eps_hat - eps||^2, averaged over every latent element (as SD training does)."""
     return F.mse_loss(eps_hat.float(), eps.float())

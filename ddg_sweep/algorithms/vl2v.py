@@ -40,7 +40,7 @@ class AlignedAlgorithm(Algorithm):
     """Student + P + frozen CLIP teacher. Subclasses finish with `self._ready()`.
 
     teacher_autocast: run the frozen teachers under bf16 autocast; None (the default)
-    means on exactly when the device is CUDA.
+    follows `ctx.step_options.teacher_bf16`; never on a CPU.
     """
 
     uses_swad = True
@@ -49,9 +49,12 @@ class AlignedAlgorithm(Algorithm):
         super().__init__(ctx)
         self.device = torch.device(ctx.device)
         on_cuda = self.device.type == "cuda"
-        self.teacher_autocast = on_cuda if teacher_autocast is None else bool(teacher_autocast and on_cuda)
-        student = load_student(ctx.hparams["backbone"], ctx.model_paths["student"])
-        self.clip_teacher = load_clip_teacher(ctx.model_paths["clip_teacher"]).to(self.device)
+        if teacher_autocast is None:
+            teacher_autocast = ctx.step_options.teacher_bf16
+        self.teacher_autocast = bool(teacher_autocast and on_cuda)
+        student = ctx.components.get("student") or load_student(ctx.hparams["backbone"], ctx.model_paths["student"])
+        clip_teacher = ctx.components.get("clip_teacher") or load_clip_teacher(ctx.model_paths["clip_teacher"])
+        self.clip_teacher = clip_teacher.to(self.device)
         text_head = self.clip_teacher.class_text_head(ctx.class_names)  # once per run: full precision
         head = ZeroShotHead(student.n_outputs, text_head, self.clip_teacher.logit_scale)
         self.network = Classifier(student, head)

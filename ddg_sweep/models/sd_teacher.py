@@ -40,6 +40,9 @@ class SDTeacher(nn.Module):
         self.text_width = text_width
         self.latent_scale = float(vae.config.scaling_factor)
         self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
+        # Set by perf.apply_to_sd_teacher; a plain attribute, so the compiled copy is no submodule.
+        self.channels_last = False
+        object.__setattr__(self, "compiled_unet", None)
 
     def train(self, mode: bool = True):
         return super().train(False)  # a frozen teacher: dropout off whatever the caller's mode
@@ -67,7 +70,10 @@ class SDTeacher(nn.Module):
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The UNet's epsilon prediction; differentiable in `tokens` (its weights need no grad)."""
-        return self.unet(x_t, t, encoder_hidden_states=tokens.to(x_t.dtype)).sample
+        if self.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        unet = self.compiled_unet or self.unet
+        return unet(x_t, t, encoder_hidden_states=tokens.to(x_t.dtype)).sample
 
 
 def load_sd_teacher(name_or_path: str, flag: str = "--sd-path") -> SDTeacher:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ddg_sweep.models.hub import build_once, cache_dir
+from ddg_sweep.models.hub import build_once, cache_dir, quiet_hf_logging
 
 TINY_VERSION = 1
 TINY_IMAGE_SIZE = 32
@@ -46,7 +46,10 @@ def tiny_student_path(backbone: str) -> str:
     """The folder of the tiny student, built on first use."""
 
     def build(folder: Path) -> None:
-        torch.manual_seed(0)
-        _tiny_student_model(backbone).save_pretrained(folder)
+        quiet_hf_logging()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = _tiny_student_model(backbone)
+        model.save_pretrained(folder)
 
     return str(build_once(tiny_dir() / f"student-{backbone}", build))

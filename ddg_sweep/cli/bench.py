@@ -1,0 +1,115 @@
+"""`bench`: time DDG's Stage I and Stage II steps and the UNet pass."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from ddg_sweep.errors import UserError
+from ddg_sweep.perf import StepOptions
+
+# --compare: each optimisation added in turn, then the memory and compile switches.
+COMPARE = (
+    ("fp32 plain", StepOptions.plain()),
+    ("bf16", dataclasses.replace(StepOptions.plain(), teacher_bf16=True)),
+    ("bf16+sdpa", dataclasses.replace(StepOptions.plain(), teacher_bf16=True, sdpa=True)),
+    ("bf16+sdpa+cl", dataclasses.replace(StepOptions.plain(), teacher_bf16=True, sdpa=True, channels_last=True)),
+    ("default", StepOptions()),
+    ("default+batched", dataclasses.replace(StepOptions(), batched_guidance=True)),
+    ("default+ckpt", dataclasses.replace(StepOptions(), unet_checkpointing=True)),
+    ("default+compile", dataclasses.replace(StepOptions(), compile_unet=True)),
+)
+SWITCHES = [f.name for f in dataclasses.fields(StepOptions)]
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="time DDG training steps (images/s, MFU)",
+                                   description=__doc__)
+    parser.add_argument("--models", choices=("tiny", "paper-arch"), default="tiny")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per source domain (3 domains)")
+    parser.add_argument("--sd-resolution", type=int, default=None, help="default: 32 tiny, 512 paper-arch")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="device peak for MFU (default: known bf16 dense peak of the GPU)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--plain", action="store_true", help="start from every optimisation off")
+    parser.add_argument("--compare", action="store_true",
+                        help="run fp32 plain, then each optimisation in turn, on the same models")
+    parser.add_argument("--configs", default=None,
+                        help=f"with --compare, a comma-separated subset of: {', '.join(l for l, _ in COMPARE)}")
+    for name in SWITCHES:
+        flag = name.replace("_", "-")
+        parser.add_argument(f"--{flag}", dest=name, action="store_true", default=None, help=f"turn {name} on")
+        parser.add_argument(f"--no-{flag}", dest=name, action="store_false", help=f"turn {name} off")
+    parser.set_defaults(func=main)
+
+
+def _options(args) -> StepOptions:
+    base = StepOptions.plain() if args.plain else StepOptions()
+    chosen = {name: getattr(args, name) for name in SWITCHES if getattr(args, name) is not None}
+    return dataclasses.replace(base, **chosen)
+
+
+def _row(label: str, r: dict) -> str:
+    if "error" in r:
+        return f"{label:<18} {r['error']}"
+    u = r["unet_pass"]
+    mfu = f"{100 * u['mfu']:.1f}%" if u["mfu"] is not None else "n/a"
+    return (f"{label:<18} {r['stage1']['images_per_s']:>9.1f} {r['stage2']['images_per_s']:>9.1f} "
+            f"{r['stage2']['ms_per_step']:>9.1f} {r['stage2']['peak_memory_gb']:>8.2f} "
+            f"{u['tflops_per_s']:>8.1f} {mfu:>6} {r['stage2']['loss']:>9.5f}")
+
+
+HEADER = (f"{'config':<18} {'I img/s':>9} {'II img/s':>9} {'II ms':>9} {'mem GiB':>8} "
+          f"{'UNet TF/s':>8} {'MFU':>6} {'II loss':>9}")
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from ddg_sweep.bench import paper_arch_components, run_benchmark
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: torch sees no CUDA GPU here; use --device cpu")
+    if args.batch_size <= 0 or args.iters <= 0 or args.warmup < 0:
+        raise UserError("--batch-size and --iters must be > 0, --warmup >= 0")
+    if args.sd_resolution is not None and (args.sd_resolution < 8 or args.sd_resolution % 8):
+        raise UserError(f"--sd-resolution {args.sd_resolution} must be a positive multiple of 8")
+    configs = COMPARE if args.compare else (("options", _options(args)),)
+    if args.configs:
+        known = dict(COMPARE)
+        wanted = [label.strip() for label in args.configs.split(",")]
+        unknown = [label for label in wanted if label not in known]
+        if unknown:
+            raise UserError(f"unknown --configs {', '.join(unknown)}; choose from {', '.join(known)}")
+        configs = tuple((label, known[label]) for label in wanted)
+    components = paper_arch_components() if args.models == "paper-arch" else None
+    # Every config starts from the same student weights, so their losses are comparable.
+    initial_student = ({k: v.clone() for k, v in components["student"].state_dict().items()}
+                       if components else None)
+    results = []
+    if args.format == "text":
+        print(HEADER, flush=True)
+    for label, options in configs:
+        if initial_student is not None:
+            components["student"].load_state_dict(initial_student)
+        try:
+            result = run_benchmark(args.models, args.device, args.batch_size, 3, args.sd_resolution, options,
+                                   args.warmup, args.iters, args.peak_tflops, components)
+        except torch.OutOfMemoryError:
+            result = {"error": "out of memory", "options": dataclasses.asdict(options)}
+            torch.cuda.empty_cache()
+        result["label"] = label
+        results.append(result)
+        if args.format == "text":
+            print(_row(label, result), flush=True)
+    if args.format == "json":
+        print(json.dumps(results if args.compare else results[0], indent=2))
+    else:
+        r = next((r for r in results if "error" not in r), None)
+        if r:
+            print(f"device {r['device']}, {r['models']}, batch {r['batch_per_domain']}x{r['n_domains']}, "
+                  f"SD resolution {r['sd_resolution']}; MFU against {r['unet_pass']['peak_tflops']} TFLOP/s")
+    return 0

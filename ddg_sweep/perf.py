@@ -1,0 +1,46 @@
+"""How a DDG step executes, not what it computes: the speed and memory switches.
+
+Each switch keeps the loss the same up to floating-point rounding (bf16 autocast to
+bf16 tolerance). `StepOptions()` is the fastest correct combination measured by
+`python -m ddg_sweep.run bench` (docs/performance.md); the benchmark flips them one
+by one to show each effect.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    teacher_bf16: bool = True  # bf16 autocast for the frozen teachers (CUDA only)
+    sdpa: bool = True  # fused scaled-dot-product attention in the UNet
+    channels_last: bool = True  # NHWC memory layout for the UNet's convolutions (CUDA only)
+    latents_once: bool = True  # one VAE encode per image view, shared by its noise draws
+    batched_guidance: bool = False  # both guidance passes in one UNet call (else neg pass under no-grad)
+    compile_unet: bool = False  # torch.compile the UNet (CUDA only; slow first steps)
+    unet_checkpointing: bool = False  # recompute UNet activations in backward: less memory, more time
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={'on' if v else 'off'}" for k, v in asdict(self).items())
+
+    @classmethod
+    def plain(cls) -> "StepOptions":
+        """Everything off: the fp32, two-call, eager baseline."""
+        return cls(**{f.name: False for f in fields(cls)})
+
+
+def apply_to_sd_teacher(sd_teacher, options: StepOptions, device_type: str) -> None:
+    """Configure the UNet in place for the chosen options."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    unet = sd_teacher.unet
+    unet.set_attn_processor(AttnProcessor2_0() if options.sdpa else AttnProcessor())
+    sd_teacher.channels_last = options.channels_last and device_type == "cuda"
+    unet.to(memory_format=torch.channels_last if sd_teacher.channels_last else torch.contiguous_format)
+    if options.unet_checkpointing:
+        unet.enable_gradient_checkpointing()
+    else:
+        unet.disable_gradient_checkpointing()
+    compiled = torch.compile(unet) if options.compile_unet and device_type == "cuda" else None
+    object.__setattr__(sd_teacher, "compiled_unet", compiled)
