@@ -1,0 +1,210 @@
+"""`plan`, `sweep`, `full-benchmark` and `status`: sweeps of jobs on Ray Tune.
+
+`plan` and `status` import neither torch nor Ray; `sweep` imports Ray only once
+every job's configuration is checked.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ddg_sweep.cli.train import add_hparam_flags, add_location_flags, hparam_overrides
+from ddg_sweep.errors import UserError
+
+DEFAULT_OUTPUT_DIR = "sweep_out"
+
+
+def _add_job_flags(parser: argparse.ArgumentParser, default_space: str | None) -> None:
+    parser.add_argument("--space", "--preset", dest="space", default=default_space, required=not default_space,
+                        metavar="NAME|FILE", help="paper, baselines, lmd, stage1_steps, cfg_scale, random, "
+                        "demo, or a .py/.json space file" + (f" (default {default_space})" if default_space else ""))
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"sweep folder (default {DEFAULT_OUTPUT_DIR})")
+    parser.add_argument("--datasets", nargs="+", help="only these datasets")
+    parser.add_argument("--algorithms", nargs="+", help="only these algorithms")
+    parser.add_argument("--test-envs", type=int, nargs="+", help="only jobs whose test envs are among these")
+    parser.add_argument("--trial-seeds", type=int, nargs="+", help="trial seeds (default: the space's)")
+    parser.add_argument("--n-hparams", type=int, help="random space: hparams seeds 1..N (default 20)")
+    parser.add_argument("--with-pairs", action="store_true",
+                        help="random space: add the two-test-env jobs leave-one-domain-out selection needs")
+    parser.add_argument("--steps", type=int, help="training steps of every job (default: the space's)")
+    parser.add_argument("--checkpoint-freq", type=int, help="evaluate every K steps (default: the space's)")
+    add_location_flags(parser)
+    add_hparam_flags(parser)
+
+
+def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray")
+    group.add_argument("--address", help="attach to a running cluster: auto, HOST:PORT or ray://HOST:PORT "
+                                         "(default: start a local one)")
+    group.add_argument("--gpus-per-trial", type=float, help="default 1 when the cluster has GPUs, else 0")
+    group.add_argument("--cpus-per-trial", type=int, help="default 1 on CPUs, else the CPUs per GPU (<= 8)")
+    group.add_argument("--max-concurrent", type=int, help="at most this many jobs at once (default: as "
+                                                          "resources allow)")
+    group.add_argument("--max-failures", type=int, default=2, help="retries of a failing job (default 2)")
+    group.add_argument("--retry-failed", action="store_true", help="rerun jobs that failed in earlier sweeps")
+    group.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
+    group.add_argument("--no-dashboard", action="store_true", help="start the local cluster without dashboard")
+    group.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")
+    group.add_argument("--dashboard-port", type=int, help="dashboard port (default Ray's, 8265)")
+    group.add_argument("--device", default="auto", help="device of each run: auto, cpu or cuda")
+    group.add_argument("--num-workers", type=int, help="data loader workers per environment")
+
+
+def register(subparsers) -> None:
+    plan = subparsers.add_parser("plan", help="dry run: every job, its state, counts, a GPU-hour estimate",
+                                 description="List a sweep's jobs and their states; needs no data, no weights.")
+    _add_job_flags(plan, default_space=None)
+    plan.add_argument("--format", choices=("text", "json"), default="text")
+    plan.set_defaults(func=run_plan)
+
+    sweep = subparsers.add_parser("sweep", help="run a space's jobs on Ray Tune, one trial per job",
+                                  description="Run every job of a space that is not done yet.")
+    _add_job_flags(sweep, default_space=None)
+    _add_ray_flags(sweep)
+    sweep.set_defaults(func=run_sweep_command)
+
+    bench = subparsers.add_parser("full-benchmark", help="sweep, aggregate and tables in one command",
+                                  description="Sweep, then aggregate into OUT/aggregate, then write the "
+                                              "tables (markdown, LaTeX) into OUT/tables.")
+    _add_job_flags(bench, default_space="paper")
+    _add_ray_flags(bench)
+    bench.set_defaults(func=run_full_benchmark)
+
+    status = subparsers.add_parser("status", help="done/running/failed/pending jobs of a sweep folder",
+                                   description="Summarise a sweep folder: states per dataset, running jobs.")
+    status.add_argument("output_dir", metavar="OUT", help="the sweep folder")
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.set_defaults(func=run_status)
+
+
+def _locations(args) -> dict:
+    keys = ("data_dir", "student_path", "clip_path", "sd_path", "device", "num_workers")
+    return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
+
+
+def _jobs(args):
+    from search_spaces import SpaceOptions, space_jobs
+
+    options = SpaceOptions(
+        datasets=tuple(args.datasets) if args.datasets else None,
+        algorithms=tuple(args.algorithms) if args.algorithms else None,
+        test_envs=tuple(args.test_envs) if args.test_envs is not None else None,
+        trial_seeds=tuple(args.trial_seeds) if args.trial_seeds is not None else None,
+        n_hparams=args.n_hparams, with_pairs=args.with_pairs, steps=args.steps,
+        checkpoint_freq=args.checkpoint_freq, models=args.models, overrides=hparam_overrides(args))
+    if args.steps is not None and args.steps <= 0:
+        raise UserError(f"--steps must be > 0, got {args.steps}")
+    return space_jobs(args.space, options)
+
+
+def run_plan(args) -> int:
+    from ddg_sweep.jobs import build_plan, validate_job
+
+    jobs = _jobs(args)
+    for job in jobs:
+        validate_job(job, args.output_dir, _locations(args), need_data=False)
+    plan = build_plan(jobs, args.output_dir)
+    if args.format == "json":
+        print(json.dumps(plan.to_json(), indent=1))
+        return 0
+    print(f"{'job_id':20}  {'algorithm':9} {'dataset':14} {'test_envs':9} {'trial':>5} {'hp':>3}  state")
+    for job in jobs:
+        print(f"{job.job_id:20}  {job.algorithm:9} {job.dataset:14} {','.join(map(str, job.test_envs)):9} "
+              f"{job.trial_seed:>5} {job.hparams_seed:>3}  {plan.states[job.job_id]}")
+    _print_counts(plan.counts())
+    print(f"estimated GPU-hours left: {plan.gpu_hours:.1f} (from {plan.gpu_hours_source})")
+    return 0
+
+
+def _print_counts(counts: dict) -> None:
+    def line(c: dict) -> str:
+        return ", ".join(f"{v} {k}" for k, v in c.items() if k != "total") + f" (of {c['total']})"
+
+    print(f"jobs: {line(counts['total'])}")
+    for title in ("by_dataset", "by_algorithm"):
+        for name, c in counts[title].items():
+            print(f"  {name:14} {line(c)}")
+
+
+def _sweep_options(args):
+    from ddg_sweep.sweep import SweepOptions
+
+    for flag in ("max_concurrent", "num_cpus"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be > 0, got {value}")
+    if args.max_failures < 0:
+        raise UserError(f"--max-failures must be >= 0, got {args.max_failures}")
+    return SweepOptions(address=args.address, gpus_per_trial=args.gpus_per_trial,
+                        cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
+                        max_failures=args.max_failures, retry_failed=args.retry_failed,
+                        dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host,
+                        dashboard_port=args.dashboard_port, num_cpus=args.num_cpus)
+
+
+def _sweep(args):
+    jobs = _jobs(args)
+    from ddg_sweep.jobs import validate_job
+
+    for job in jobs:  # one-line errors before Ray is even imported
+        validate_job(job, args.output_dir, _locations(args), need_data=True)
+    from ddg_sweep.sweep import run_sweep
+
+    return run_sweep(jobs, args.output_dir, _locations(args), _sweep_options(args),
+                     say=lambda line: print(line, flush=True))
+
+
+def run_sweep_command(args) -> int:
+    result = _sweep(args)
+    return 1 if result.failed else 0
+
+
+def run_full_benchmark(args) -> int:
+    started = time.time()
+    result = _sweep(args)
+    out = Path(args.output_dir)
+    try:
+        from ddg_sweep.report.aggregate import aggregate
+        from ddg_sweep.report.tables import write_tables
+    except ImportError as err:
+        raise UserError(f"the report package is not available ({err}); the sweep itself is in {out}") from None
+    summary = aggregate(out / "runs", out / "aggregate")
+    print(f"aggregate: {summary.get('runs', '?')} runs -> {out / 'aggregate'}", flush=True)
+    written = write_tables(out / "aggregate", out, formats=("markdown", "latex"))  # -> OUT/tables/
+    print("tables: " + ", ".join(str(p) for p in written))
+    print(f"full-benchmark finished in {time.time() - started:.0f} s")
+    return 1 if result.failed else 0
+
+
+def run_status(args) -> int:
+    from ddg_sweep.jobs import STATES, build_plan, job_dir, log_progress, read_manifest
+
+    out = Path(args.output_dir)
+    if not out.is_dir():
+        raise UserError(f"{out} is not a sweep folder (it does not exist)")
+    jobs = read_manifest(out)
+    if not jobs:
+        raise UserError(f"{out} holds no jobs (no jobs.json, no runs/*/config.json); run `sweep` first")
+    plan = build_plan(jobs, out, detect_running=True)
+    running = []
+    for job in jobs:
+        if plan.states[job.job_id] != "running":
+            continue
+        step, rate = log_progress(job_dir(out, job))
+        eta = (job.steps - 1 - step) / rate if step is not None and rate else None
+        running.append({"job": job.describe(), "step": step, "steps": job.steps,
+                        "eta_s": round(eta) if eta is not None else None})
+    counts = plan.counts()
+    if args.format == "json":
+        print(json.dumps({"counts": counts, "running": running, "gpu_hours_left": round(plan.gpu_hours, 3)}))
+        return 0
+    print(f"{'dataset':14} " + " ".join(f"{s:>8}" for s in STATES) + f" {'total':>8}")
+    for name, c in list(counts["by_dataset"].items()) + [("all", counts["total"])]:
+        print(f"{name:14} " + " ".join(f"{c.get(s, 0):>8}" for s in STATES) + f" {c['total']:>8}")
+    for r in running:
+        eta = f"ETA {r['eta_s'] // 60}m{r['eta_s'] % 60:02d}s" if r["eta_s"] is not None else "ETA unknown"
+        print(f"running {r['job']}: step {r['step']}/{r['steps']}, {eta}")
+    print(f"estimated GPU-hours left: {plan.gpu_hours:.1f}")
+    return 0

@@ -1,0 +1,271 @@
+"""The Ray Tune driver: run a list of jobs, one trial each, on a local or an existing cluster.
+
+The job folders are the truth, not Tune's experiment state: done jobs are
+filtered out before Tune starts (so nothing finished is ever rerun), partial
+ones resume from their checkpoint.pt, and Tune's own storage is a fresh
+experiment under OUT/ray_results on every call (never restored).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import ray
+from ray import tune
+
+from ddg_sweep.data.catalog import get_dataset_spec
+from ddg_sweep.errors import UserError
+from ddg_sweep.jobs import ERROR_FILE, Job, build_plan, job_dir, read_json, validate_job, write_manifest
+
+FORWARDED_ENV = ("DDG_SWEEP_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME")
+FAULT_ENV = "DDG_SWEEP_FAULT_AFTER_STEP"  # tests only: every trial raises once after this step
+
+
+@dataclass
+class SweepOptions:
+    address: str | None = None  # None: start a local cluster; "auto" or "host:port" or "ray://host:port"
+    gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_trial: int | None = None  # None: 1 on CPU-only clusters, else CPUs per GPU (at most 8)
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    retry_failed: bool = False
+    dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int | None = None
+    num_cpus: int | None = None  # CPUs of a local cluster (default: all)
+
+
+def check_data(jobs: list[Job], locations: dict) -> None:
+    data_dir = locations.get("data_dir")
+    for dataset in sorted({j.dataset for j in jobs}):
+        spec = get_dataset_spec(dataset)
+        if not spec.builtin and data_dir and not (Path(data_dir) / spec.folder).is_dir():
+            raise UserError(f"{Path(data_dir) / spec.folder} does not exist: --data-dir must hold "
+                            f"the {dataset} folder {spec.folder}/")
+
+
+def local_gpu_count() -> int:
+    """GPUs Ray would find on this machine, without starting Ray."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        return int(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators())
+    except Exception:  # private API moved: ask CUDA_VISIBLE_DEVICES, then no GPU
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return len([d for d in visible.split(",") if d.strip()]) if visible else 0
+
+
+def trial_resources(options: SweepOptions, node_cpus: list[float], node_gpus: list[float]) -> dict:
+    """{"cpu": k, "gpu": g} per trial; refuses requests no node can ever satisfy (Ray would wait forever)."""
+    total_gpus = sum(node_gpus)
+    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else (1 if total_gpus else 0)
+    if gpus < 0:
+        raise UserError(f"--gpus-per-trial must be >= 0, got {gpus}")
+    if gpus and not total_gpus:
+        raise UserError(f"--gpus-per-trial {gpus:g} asks for GPUs but the Ray cluster has none; pass "
+                        "--gpus-per-trial 0 to train on CPUs, or attach to a GPU cluster with --address")
+    if gpus and max(node_gpus) < gpus:
+        raise UserError(f"--gpus-per-trial {gpus:g} is more than any node has (at most {max(node_gpus):g})")
+    cpus = options.cpus_per_trial
+    if cpus is None:
+        cpus = 1 if not gpus else max(1, min(8, int(sum(node_cpus) // max(total_gpus, 1))))
+    if cpus <= 0:
+        raise UserError(f"--cpus-per-trial must be > 0, got {cpus}")
+    if max(node_cpus, default=0) < cpus:
+        raise UserError(f"--cpus-per-trial {cpus} is more than any node has "
+                        f"(at most {max(node_cpus, default=0):g}); pass a smaller --cpus-per-trial")
+    return {"cpu": cpus, "gpu": gpus} if gpus else {"cpu": cpus}
+
+
+def _check_reachable(address: str) -> None:
+    if address in ("auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}; "
+                        "check --address (the head's `ray start --head` prints it)") from None
+
+
+def connect(options: SweepOptions) -> tuple[bool, object]:
+    """(started_here, ray context): attach to --address, or start a local cluster."""
+    quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
+    if options.address:
+        _check_reachable(options.address)
+        _present_token_if_available()
+        try:
+            return False, ray.init(address=options.address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"cannot attach to the Ray cluster at {options.address}: {first} (a cluster with "
+                            "token auth needs its token here: ~/.ray/auth_token or $RAY_AUTH_TOKEN)") from None
+    dashboard = {"include_dashboard": options.dashboard}
+    if options.dashboard:
+        dashboard["dashboard_host"] = options.dashboard_host
+        if options.dashboard_port:
+            dashboard["dashboard_port"] = options.dashboard_port
+    return True, ray.init(address="local", num_cpus=options.num_cpus or os.cpu_count(), **dashboard, **quiet)
+
+
+def _present_token_if_available() -> None:
+    """A driver attaching to a cluster sends the token when it has one (Ray's own rule for `ray.init()`)."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except Exception:  # private API moved: fall back to the token file's presence
+        token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+        if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or Path(token_file).exists()):
+            os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def token_hint() -> str:
+    """Where the dashboard's token is; never the token itself."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        if not is_token_auth_enabled():
+            return "token auth is off on this cluster"
+    except Exception:
+        pass
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "sign in with the token in $RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return f"sign in with the token in {path} (or print it with `ray get-auth-token`)"
+
+
+def dashboard_line(context) -> str | None:
+    url = getattr(context, "dashboard_url", None)
+    if not url:
+        return None
+    url = url if url.startswith("http") else f"http://{url}"
+    return f"dashboard: {url}  ({token_hint()})"
+
+
+class ProgressLines(tune.Callback):
+    """One concise line per checkpoint, completion, retry and failure."""
+
+    def __init__(self, total: int, say: Callable[[str], None]):
+        self.total, self.finished, self.say = total, 0, say
+
+    def _name(self, trial) -> str:
+        return trial.config["job"]["label"]
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "held_out_acc" in result:
+            self.say(f"  {self._name(trial)}: step {result['step']}/{result['steps']}, held-out "
+                     f"{result['held_out_acc']:.3f}, val {result['val_acc']:.3f}, "
+                     f"{result['images_per_s']:.0f} img/s")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.finished += 1
+        self.say(f"[{self.finished}/{self.total}] done {self._name(trial)}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.say(f"  retrying {self._name(trial)} from its checkpoint")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.finished += 1
+        self.say(f"[{self.finished}/{self.total}] FAILED {self._name(trial)}")
+
+
+def _trial_name(trial) -> str:
+    return trial.config["job"]["job_id"]
+
+
+def _payload(job: Job, config, resources: dict) -> dict:
+    payload = {"job_id": job.job_id, "label": job.describe(), "run_config": config.to_json(),
+               "threads": int(resources["cpu"]),
+               "env": {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}}
+    if os.environ.get(FAULT_ENV):
+        payload["fault_after_step"] = int(os.environ[FAULT_ENV])
+    return payload
+
+
+@dataclass
+class SweepResult:
+    ran: int
+    done: int
+    failed: list[str]  # "job_id: message"
+    skipped_failed: int
+
+
+def run_sweep(jobs: list[Job], output_dir, locations: dict, options: SweepOptions,
+              say: Callable[[str], None] = print) -> SweepResult:
+    out = Path(output_dir).resolve()
+    configs = {job.job_id: validate_job(job, out, locations, need_data=True) for job in jobs}
+    check_data(jobs, locations)
+    plan = build_plan(jobs, out)
+    to_run = plan.to_run(options.retry_failed)
+    skipped_failed = 0 if options.retry_failed else sum(1 for s in plan.states.values() if s == "failed")
+    counts = plan.counts()["total"]
+    say(f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in counts if s != "total")
+        + f"; {len(to_run)} jobs to run"
+        + (f" ({skipped_failed} failed skipped: pass --retry-failed to rerun them)" if skipped_failed else ""))
+    if not to_run:
+        write_manifest(out, jobs)
+        return SweepResult(0, counts.get("done", 0), [], skipped_failed)
+    if not options.address:  # refuse impossible requests before starting anything
+        trial_resources(options, [float(options.num_cpus or os.cpu_count())], [float(local_gpu_count())])
+    write_manifest(out, jobs)
+    started, context = connect(options)
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        resources = trial_resources(options, [n["Resources"].get("CPU", 0) for n in nodes],
+                                    [n["Resources"].get("GPU", 0) for n in nodes])
+        say(f"ray: {'started a local cluster' if started else 'attached to ' + options.address}, "
+            f"{len(nodes)} node(s); each trial gets {resources}")
+        line = dashboard_line(context)
+        if line:
+            say(line)
+        _fit(to_run, configs, resources, out, options, say)
+    finally:
+        ray.shutdown()  # stops the local cluster we started; only disconnects from an attached one
+    final = build_plan(jobs, out)
+    failed = [f"{j.job_id}: {(read_json(job_dir(out, j) / ERROR_FILE) or {}).get('error', 'unknown error')}"
+              for j in to_run if final.states[j.job_id] != "done"]
+    done = sum(1 for s in final.states.values() if s == "done")
+    say(f"sweep finished: {done}/{len(jobs)} jobs done" + (f", {len(failed)} failed" if failed else ""))
+    for line in failed:
+        say(f"  failed {line}")
+    return SweepResult(len(to_run), done, failed, skipped_failed)
+
+
+def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: SweepOptions,
+         say: Callable[[str], None]) -> None:
+    from trainables import train_job
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    payloads = [_payload(job, configs[job.job_id], resources) for job in to_run]
+    tuner = tune.Tuner(
+        tune.with_resources(train_job, resources),
+        param_space={"job": tune.grid_search(payloads)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=False,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(
+            name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            storage_path=str(out / "ray_results"), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            callbacks=[ProgressLines(len(to_run), say)],
+        ),
+    )
+    started = time.time()
+    say(f"running {len(to_run)} jobs ...")
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        say("interrupted: run the same command again; done jobs are kept, partial ones resume from their "
+            "checkpoint (ignore Tune's Tuner.restore hint: the job folders are the state)")
+        raise
+    say(f"tune finished in {time.time() - started:.0f} s")

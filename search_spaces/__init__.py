@@ -1,0 +1,181 @@
+"""Named sweeps: one small module each, exposing `jobs(options) -> list[Job]`.
+
+`space_jobs(name_or_file, options)` loads a named space, a user's `.py` file
+(defining `jobs(options)`) or a `.json` file (see docs/sweeps.md), then narrows
+the jobs to `--datasets`, `--algorithms`, `--test-envs` and `--trial-seeds` and
+drops duplicates. Nothing here imports torch or Ray.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ddg_sweep.data.catalog import get_dataset_spec
+from ddg_sweep.errors import UserError
+from ddg_sweep.jobs import Job, applicable_overrides, check_distinct_runs, make_job
+
+SPACES = ("paper", "baselines", "lmd", "stage1_steps", "cfg_scale", "random", "demo")
+MODULES = {"random": "random_search"}  # a module named `random` would shadow the standard library's
+
+
+@dataclass
+class SpaceOptions:
+    """What the command line says about the jobs; None: the space's own choice."""
+
+    datasets: tuple[str, ...] | None = None
+    algorithms: tuple[str, ...] | None = None
+    test_envs: tuple[int, ...] | None = None
+    trial_seeds: tuple[int, ...] | None = None
+    n_hparams: int | None = None
+    with_pairs: bool = False
+    steps: int | None = None
+    checkpoint_freq: int | None = None
+    models: str | None = None
+    overrides: dict = field(default_factory=dict)  # --lr, --cfg-scale, ...: under the space's own values
+
+
+def single_test_envs(dataset: str) -> list[tuple[int]]:
+    return [(env,) for env in range(get_dataset_spec(dataset).n_envs)]
+
+
+def pair_test_envs(dataset: str) -> list[tuple[int, int]]:
+    return list(itertools.combinations(range(get_dataset_spec(dataset).n_envs), 2))
+
+
+def grid(options: SpaceOptions, algorithms, datasets, trial_seeds, values: list[dict] | None = None,
+         hparams_seeds=(0,), test_envs: Callable[[str], list] = single_test_envs,
+         steps: int | None = None, checkpoint_freq: int | None = None) -> list[Job]:
+    """Every (algorithm, dataset, test envs, trial seed, hparams seed, grid point).
+
+    `--trial-seeds` replaces the space's seeds; `--datasets`, `--algorithms` and `--test-envs`
+    narrow afterwards (`narrow`).
+
+    `values` are hparam grid points (dicts); point k gets hparams_seed k and the defaults
+    otherwise, so point 0 should be the paper's defaults. Without `values`, each hparams seed
+    draws DomainBed-style (seed 0: the defaults).
+    """
+    jobs = []
+    points = list(enumerate(values)) if values else [(seed, {}) for seed in hparams_seeds]
+    for algorithm, dataset in itertools.product(algorithms, datasets):
+        for envs, trial_seed, (hparams_seed, point) in itertools.product(
+                test_envs(dataset), options.trial_seeds or trial_seeds, points):
+            overrides = applicable_overrides(algorithm, options.overrides) | point
+            jobs.append(make_job(algorithm, dataset, envs, trial_seed, hparams_seed,
+                                 steps=options.steps or steps,
+                                 checkpoint_freq=options.checkpoint_freq or checkpoint_freq,
+                                 models=options.models, overrides=overrides, draw_hparams=not values))
+    return jobs
+
+
+def _space_from_python(path: Path) -> Callable[[SpaceOptions], list[Job]]:
+    spec = importlib.util.spec_from_file_location(f"ddg_user_space_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # a user's file: any error is theirs to fix
+        raise UserError(f"space file {path} does not load: {type(err).__name__}: {err}") from None
+    if not callable(getattr(module, "jobs", None)):
+        raise UserError(f"space file {path} must define `jobs(options) -> list[Job]`")
+    return module.jobs
+
+
+JSON_JOB_KEYS = {"algorithm", "dataset", "test_envs", "trial_seed", "hparams_seed", "steps",
+                 "checkpoint_freq", "hparams", "models"}
+
+
+def _job_from_json(entry: dict, options: SpaceOptions, draw: bool) -> Job:
+    unknown = set(entry) - JSON_JOB_KEYS
+    if unknown:
+        raise UserError(f"unknown key(s) {', '.join(sorted(unknown))} in a job; known: "
+                        f"{', '.join(sorted(JSON_JOB_KEYS))}")
+    overrides = applicable_overrides(entry["algorithm"], options.overrides) | dict(entry.get("hparams", {}))
+    envs = entry["test_envs"]
+    return make_job(entry["algorithm"], entry["dataset"], [envs] if isinstance(envs, int) else envs,
+                    entry.get("trial_seed", 0), entry.get("hparams_seed", 0),
+                    steps=options.steps or entry.get("steps"),
+                    checkpoint_freq=options.checkpoint_freq or entry.get("checkpoint_freq"),
+                    models=options.models or entry.get("models"), overrides=overrides, draw_hparams=draw)
+
+
+def _expand_json_grid(spec: dict, options: SpaceOptions) -> list[Job]:
+    """`{"grid": {...}}`: list-valued fields multiply; `hparams` lists make grid points."""
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in spec.items() if k != "hparams"}
+    if "test_envs" not in axes or axes["test_envs"] == ["single"]:
+        axes.pop("test_envs", None)
+    hparam_axes = {k: (v if isinstance(v, list) else [v]) for k, v in spec.get("hparams", {}).items()}
+    points = [dict(zip(hparam_axes, combo)) for combo in itertools.product(*hparam_axes.values())]
+    jobs = []
+    for combo in itertools.product(*axes.values()):
+        entry = dict(zip(axes, combo))
+        envs_list = [entry.pop("test_envs")] if "test_envs" in entry else single_test_envs(entry["dataset"])
+        for envs in envs_list:
+            for index, point in enumerate(points):
+                jobs.append(_job_from_json({**entry, "test_envs": envs, "hparams_seed": index,
+                                            "hparams": point}, options, draw=False))
+    return jobs
+
+
+def _space_from_json(path: Path) -> Callable[[SpaceOptions], list[Job]]:
+    try:
+        spec = json.loads(path.read_text())
+    except ValueError as err:
+        raise UserError(f"space file {path} is not valid JSON: {err}") from None
+    if not isinstance(spec, dict) or not ({"jobs", "grid"} & set(spec)):
+        raise UserError(f"space file {path} must be an object with \"jobs\": [...] and/or \"grid\": {{...}}")
+
+    def jobs(options: SpaceOptions) -> list[Job]:
+        try:
+            listed = [_job_from_json(e, options, draw=True) for e in spec.get("jobs", [])]
+            return listed + (_expand_json_grid(spec["grid"], options) if "grid" in spec else [])
+        except UserError as err:
+            raise UserError(f"space file {path}: {err}") from None
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise UserError(f"space file {path} is malformed: {type(err).__name__}: {err}") from None
+    return jobs
+
+
+def load_space(name_or_file: str) -> Callable[[SpaceOptions], list[Job]]:
+    if name_or_file in SPACES:
+        return importlib.import_module(f"search_spaces.{MODULES.get(name_or_file, name_or_file)}").jobs
+    path = Path(name_or_file)
+    if path.suffix in (".py", ".json"):
+        if not path.is_file():
+            raise UserError(f"space file {path} does not exist")
+        return _space_from_python(path) if path.suffix == ".py" else _space_from_json(path)
+    raise UserError(f"unknown space {name_or_file!r}; choose one of {', '.join(SPACES)} "
+                    "or pass a .py or .json space file")
+
+
+def narrow(jobs: list[Job], options: SpaceOptions) -> list[Job]:
+    keep = []
+    for job in jobs:
+        if options.datasets and job.dataset not in options.datasets:
+            continue
+        if options.algorithms and job.algorithm not in options.algorithms:
+            continue
+        if options.test_envs is not None and not set(job.test_envs) <= set(options.test_envs):
+            continue
+        if options.trial_seeds is not None and job.trial_seed not in options.trial_seeds:
+            continue
+        keep.append(job)
+    return keep
+
+
+def space_jobs(name_or_file: str, options: SpaceOptions) -> list[Job]:
+    """The space's jobs, narrowed by the options, unique by job_id, in a stable order."""
+    for dataset in options.datasets or ():
+        get_dataset_spec(dataset)
+    produced = load_space(name_or_file)(options)
+    if not isinstance(produced, (list, tuple)) or not all(isinstance(j, Job) for j in produced):
+        raise UserError(f"space {name_or_file} must return a list of ddg_sweep.jobs.Job")
+    unique = list({job.job_id: job for job in narrow(list(produced), options)}.values())
+    if not unique:
+        raise UserError(f"space {name_or_file} has no jobs for these --datasets/--algorithms/"
+                        "--test-envs/--trial-seeds")
+    check_distinct_runs(unique)
+    return unique

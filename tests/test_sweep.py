@@ -1,0 +1,80 @@
+"""Sweeps on a local Ray cluster that each test starts and stops itself."""
+import json
+import time
+
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+
+RAY = ["--no-dashboard", "--num-cpus", "2"]
+
+
+def small_space(tmp_path, steps=40, test_envs=(0,)):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"grid": {"algorithm": "ERM", "dataset": "DemoDigits", "test_envs": [
+        [e] for e in test_envs], "steps": steps, "checkpoint_freq": 10, "hparams": {"batch_size": 8}}}))
+    return space
+
+
+def steps_of(folder):
+    return [json.loads(line)["step"] for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+def test_gpu_request_on_a_cluster_without_gpus_is_refused_before_anything_starts(tmp_path):
+    started = time.time()
+    proc = run_cli("sweep", "--space", small_space(tmp_path), "--gpus-per-trial", "1",
+                   "--output-dir", tmp_path / "out", *RAY)
+    assert_one_line_error(proc, "--gpus-per-trial 1", "has none")
+    assert "ray:" not in proc.stdout and not (tmp_path / "out" / "runs").exists()
+    assert time.time() - started < 30
+    proc = run_cli("sweep", "--space", small_space(tmp_path), "--cpus-per-trial", "64",
+                   "--output-dir", tmp_path / "out", *RAY)
+    assert_one_line_error(proc, "--cpus-per-trial 64")
+    proc = run_cli("sweep", "--space", small_space(tmp_path), "--address", "127.0.0.1:1",
+                   "--output-dir", tmp_path / "out")
+    assert_one_line_error(proc, "cannot reach the Ray cluster at 127.0.0.1:1")
+
+
+def test_a_failed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("sweep", "--space", small_space(tmp_path), "--output-dir", out, *RAY,
+                   env={"DDG_SWEEP_FAULT_AFTER_STEP": "10"}, check=True)
+    (folder,) = (out / "runs").iterdir()
+    assert steps_of(folder) == [0, 10, 20, 30, 39]  # no step written twice
+    log = (folder / "train.log").read_text()
+    assert "resuming" in log and "at step 11 of 40" in log and "retry 2" in log
+    error = json.loads((folder / "error.json").read_text())
+    assert error["attempts"] == 1 and "injected fault after step 10" in error["error"]
+    assert json.loads((folder / "node.json").read_text())["attempt"] == 2
+    assert (folder / "done").exists() and not (folder / "checkpoint.pt").exists()
+    assert "retrying" in proc.stdout and "1/1 jobs done" in proc.stdout
+    assert "token" not in (folder / "train.log").read_text().lower()
+
+
+@pytest.mark.slow
+def test_full_benchmark_demo_end_to_end_then_nothing_to_redo(tmp_path):
+    out = tmp_path / "OUT"
+    started = time.time()
+    first = run_cli("full-benchmark", "--preset", "demo", "--output-dir", out, "--no-dashboard", check=True)
+    first_s = time.time() - started
+    assert "16 jobs: 16 pending; 16 jobs to run" in first.stdout
+    assert (out / "aggregate" / "table.parquet").exists()
+    tables = sorted(p.name for p in (out / "tables").glob("*.md"))
+    assert "paper.md" in tables and "iid.md" in tables and list((out / "tables").glob("*.tex"))
+    assert "DDG" in (out / "tables" / "paper.md").read_text()
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 16 and all((r / "done").exists() and (r / "swad.json").exists() == (
+        json.loads((r / "config.json").read_text())["algorithm"] != "ERM") for r in runs)
+    mtimes = {r.name: (r / "results.jsonl").stat().st_mtime_ns for r in runs}
+
+    started = time.time()
+    second = run_cli("full-benchmark", "--preset", "demo", "--output-dir", out, "--no-dashboard", check=True)
+    second_s = time.time() - started
+    assert "16 done; 0 jobs to run" in second.stdout and "ray:" not in second.stdout
+    assert {r.name: (r / "results.jsonl").stat().st_mtime_ns for r in runs} == mtimes
+    assert second_s < 30 and second_s < first_s / 3, (first_s, second_s)
+    plan = json.loads(run_cli("plan", "--preset", "demo", "--output-dir", out, "--format", "json",
+                              check=True).stdout)
+    assert plan["counts"]["total"] == {"done": 16, "total": 16} and plan["gpu_hours"] == 0
+    status = run_cli("status", out, check=True).stdout
+    assert "DemoDigits" in status and "16" in status
