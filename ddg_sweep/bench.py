@@ -56,10 +56,15 @@ def build_ddg(models: str, device: torch.device, batch_size: int, sd_resolution:
 
 
 def paper_arch_components() -> dict:
+    from ddg_sweep.models.hub import quiet_hf_logging
     from ddg_sweep.models.paper_arch import paper_arch_clip_teacher, paper_arch_sd_teacher, paper_arch_student
 
-    return {"student": paper_arch_student(), "clip_teacher": paper_arch_clip_teacher(),
-            "sd_teacher": paper_arch_sd_teacher()}
+    quiet_hf_logging()
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same random weights in every process
+        return {"student": paper_arch_student(), "clip_teacher": paper_arch_clip_teacher(),
+                "sd_teacher": paper_arch_sd_teacher()}
 
 
 def random_minibatches(algorithm, batch_size: int, n_domains: int, device, seed: int = 0):
@@ -115,7 +120,7 @@ def unet_pass(algorithm, inputs) -> None:
     from ddg_sweep.algorithms.losses import batched_guidance_eps, separate_guidance_eps
 
     guidance = batched_guidance_eps if algorithm.ctx.step_options.batched_guidance else separate_guidance_eps
-    with algorithm.teacher_precision():
+    with algorithm.sd_precision():
         eps_cond, eps_neg = guidance(algorithm.sd_teacher.predict_noise, *inputs)
     (eps_cond.float() - eps_neg.float()).square().mean().backward()
 

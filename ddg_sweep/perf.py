@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, fields
 @dataclass(frozen=True)
 class StepOptions:
     teacher_bf16: bool = True  # bf16 autocast for the frozen teachers (CUDA only)
+    teacher_bf16_weights: bool = True  # the frozen UNet and VAE stored and run in bf16, no autocast casts (CUDA only)
     sdpa: bool = True  # fused scaled-dot-product attention in the UNet
-    channels_last: bool = True  # NHWC memory layout for the UNet's convolutions (CUDA only)
+    channels_last: bool = False  # NHWC memory layout for the UNet's convolutions (CUDA only; slower on H100)
     latents_once: bool = True  # one VAE encode per image view, shared by its noise draws
     batched_guidance: bool = False  # both guidance passes in one UNet call (else neg pass under no-grad)
     compile_unet: bool = False  # torch.compile the UNet (CUDA only; slow first steps)
@@ -35,6 +36,9 @@ def apply_to_sd_teacher(sd_teacher, options: StepOptions, device_type: str) -> N
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     unet = sd_teacher.unet
+    dtype = torch.bfloat16 if options.teacher_bf16_weights and device_type == "cuda" else torch.float32
+    unet.to(dtype)
+    sd_teacher.vae.to(dtype)
     unet.set_attn_processor(AttnProcessor2_0() if options.sdpa else AttnProcessor())
     sd_teacher.channels_last = options.channels_last and device_type == "cuda"
     unet.to(memory_format=torch.channels_last if sd_teacher.channels_last else torch.contiguous_format)

@@ -25,14 +25,17 @@ def test_bench_cli_prints_consistent_positive_figures():
 
 
 def _one_step(options: StepOptions, n_noise: int = 1):
+    """One Stage II update; returns its scalars and the gradients it produced (the step itself
+    is skipped: Adam's first step is about lr * sign(grad), which magnifies rounding noise)."""
     torch.manual_seed(0)
     algorithm = build_ddg("tiny", torch.device("cpu"), 4, 32, options)
     algorithm.hparams["n_noise"] = n_noise
+    algorithm.optimizer.step = lambda: None
     batches = random_minibatches(algorithm, 4, 3, torch.device("cpu"))
     torch.manual_seed(1)
     scalars = algorithm.update(batches, step=1)
-    weights = torch.cat([p.detach().flatten() for p in algorithm.network.parameters()])
-    return scalars, weights
+    grads = torch.cat([p.grad.flatten() for p in algorithm.network.parameters() if p.grad is not None])
+    return scalars, grads
 
 
 @pytest.mark.parametrize("switch", ["sdpa", "latents_once", "batched_guidance", "unet_checkpointing", "all"])
@@ -40,9 +43,10 @@ def test_optimised_step_matches_the_plain_fp32_step(switch):
     plain = StepOptions.plain()
     optimised = StepOptions() if switch == "all" else dataclasses.replace(plain, **{switch: True})
     n_noise = 2 if switch in ("latents_once", "all") else 1
-    reference, reference_weights = _one_step(plain, n_noise)
-    result, weights = _one_step(optimised, n_noise)
+    reference, reference_grads = _one_step(plain, n_noise)
+    result, grads = _one_step(optimised, n_noise)
     assert result["stage"] == reference["stage"] == "diffusion"
     assert result["loss_diff"] == pytest.approx(reference["loss_diff"], rel=1e-5, abs=1e-6)
     assert result["loss"] == pytest.approx(reference["loss"], rel=1e-5, abs=1e-6)
-    assert torch.allclose(weights, reference_weights, atol=1e-6)  # the same update was applied
+    assert len(grads) == len(reference_grads) > 0
+    assert torch.allclose(grads, reference_grads, rtol=1e-4, atol=1e-6)  # the same gradient reached the student

@@ -8,6 +8,10 @@ the negative. See docs/ddg-method.md.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import warnings
+
 import torch
 from torch import nn
 
@@ -82,10 +86,16 @@ class DDG(AlignedAlgorithm):
             return self.token_map(projected)
         return probs_conditioning(logits, self.class_tokens)
 
+    def sd_precision(self):
+        """Autocast for the SD teacher, unless its weights are already bf16 (then casts are waste)."""
+        if self.ctx.step_options.teacher_bf16_weights and self.device.type == "cuda":
+            return contextlib.nullcontext()
+        return self.teacher_precision()
+
     def guided_diffusion_loss(self, x: torch.Tensor, cond: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         hp, options = self.hparams, self.ctx.step_options
         n_noise = hp["n_noise"]
-        with self.teacher_precision():
+        with self.sd_precision():
             if options.latents_once or n_noise == 1:
                 latents = self.sd_teacher.encode_images(x, hp["sd_resolution"])  # once per image view
                 latents = latents.repeat_interleave(n_noise, dim=0) if n_noise > 1 else latents
@@ -95,9 +105,9 @@ class DDG(AlignedAlgorithm):
             cond, neg = (v.repeat_interleave(n_noise, dim=0) for v in (cond, neg))
         # the train loop seeds the global RNG every step; both draws come from it
         t = torch.randint(hp["t_min"], hp["t_max"] + 1, (len(latents),), device=latents.device)
-        eps = torch.randn_like(latents)
+        eps = torch.randn(latents.shape, device=latents.device)  # not randn_like: its draw follows the memory layout
         x_t = self.sd_teacher.add_noise(latents, t, eps)
-        with self.teacher_precision():
+        with self.sd_precision():
             guidance = batched_guidance_eps if options.batched_guidance else separate_guidance_eps
             eps_cond, eps_neg = guidance(self.sd_teacher.predict_noise, x_t, t, cond, neg)
         eps_hat = guided_eps(eps_cond.float(), eps_neg.float(), hp["cfg_scale"])
@@ -113,6 +123,31 @@ class DDG(AlignedAlgorithm):
             self.optimise(loss)
             value = loss.item()
             return {"loss": value, "loss_align": value, "stage": "align"}
+        rng_state = self._rng_state()
+        try:
+            return self.stage_two_update(x, y, image_embeddings, minibatches)
+        except torch.OutOfMemoryError:
+            if self.ctx.step_options.unet_checkpointing or self.device.type != "cuda":
+                raise
+        # Outside the except block, so the failed attempt's activations are freed first.
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        self.ctx.step_options = dataclasses.replace(self.ctx.step_options, unet_checkpointing=True)
+        self.sd_teacher.unet.enable_gradient_checkpointing()
+        warnings.warn("Stage II ran out of GPU memory: UNet activation checkpointing is now on for the rest "
+                      "of the run (same results, about 1.3x slower steps)", stacklevel=2)
+        self._restore_rng_state(rng_state)  # the retried step draws the same noise
+        return self.stage_two_update(x, y, image_embeddings, minibatches)
+
+    def _rng_state(self):
+        return torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+
+    def _restore_rng_state(self, state) -> None:
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], self.device)
+
+    def stage_two_update(self, x, y, image_embeddings, minibatches) -> dict:
         projected = self.student_projection(x, train_student=True)
         logits = self.network.head.logits_from_projection(projected)
         loss_align = self.alignment(projected, image_embeddings, y)

@@ -9,15 +9,18 @@ from ddg_sweep.errors import UserError
 from ddg_sweep.perf import StepOptions
 
 # --compare: each optimisation added in turn, then the memory and compile switches.
+_PLAIN = StepOptions.plain()
 COMPARE = (
-    ("fp32 plain", StepOptions.plain()),
-    ("bf16", dataclasses.replace(StepOptions.plain(), teacher_bf16=True)),
-    ("bf16+sdpa", dataclasses.replace(StepOptions.plain(), teacher_bf16=True, sdpa=True)),
-    ("bf16+sdpa+cl", dataclasses.replace(StepOptions.plain(), teacher_bf16=True, sdpa=True, channels_last=True)),
+    ("fp32 plain", _PLAIN),
+    ("bf16 autocast", dataclasses.replace(_PLAIN, teacher_bf16=True)),
+    ("+sdpa", dataclasses.replace(_PLAIN, teacher_bf16=True, sdpa=True)),
+    ("+channels_last", dataclasses.replace(_PLAIN, teacher_bf16=True, sdpa=True, channels_last=True)),
+    ("+bf16 weights", dataclasses.replace(_PLAIN, teacher_bf16=True, sdpa=True, teacher_bf16_weights=True)),
     ("default", StepOptions()),
     ("default+batched", dataclasses.replace(StepOptions(), batched_guidance=True)),
     ("default+ckpt", dataclasses.replace(StepOptions(), unet_checkpointing=True)),
     ("default+compile", dataclasses.replace(StepOptions(), compile_unet=True)),
+    ("default+compile+ckpt", dataclasses.replace(StepOptions(), compile_unet=True, unet_checkpointing=True)),
 )
 SWITCHES = [f.name for f in dataclasses.fields(StepOptions)]
 

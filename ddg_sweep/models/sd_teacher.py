@@ -61,7 +61,7 @@ class SDTeacher(nn.Module):
         pixels = denormalise(x.float()) * 2 - 1
         if pixels.shape[-1] != resolution or pixels.shape[-2] != resolution:
             pixels = F.interpolate(pixels, size=(resolution, resolution), mode="bilinear", align_corners=False)
-        return self.vae.encode(pixels).latent_dist.mean.float() * self.latent_scale
+        return self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mean.float() * self.latent_scale
 
     def add_noise(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
@@ -72,8 +72,9 @@ class SDTeacher(nn.Module):
         """The UNet's epsilon prediction; differentiable in `tokens` (its weights need no grad)."""
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        unet = self.compiled_unet or self.unet
-        return unet(x_t, t, encoder_hidden_states=tokens.to(x_t.dtype)).sample
+        unet = self.compiled_unet if self.compiled_unet is not None else self.unet
+        dtype = self.unet.dtype  # bf16 when perf's teacher_bf16_weights cast it
+        return unet(x_t.to(dtype), t, encoder_hidden_states=tokens.to(dtype)).sample
 
 
 def load_sd_teacher(name_or_path: str, flag: str = "--sd-path") -> SDTeacher:
