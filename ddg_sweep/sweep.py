@@ -21,6 +21,7 @@ from ray import tune
 from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.errors import UserError
 from ddg_sweep.jobs import ERROR_FILE, Job, build_plan, job_dir, read_json, validate_job, write_manifest
+from ddg_sweep.lock import SweepLock
 
 FORWARDED_ENV = ("DDG_SWEEP_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME")
 FAULT_ENV = "DDG_SWEEP_FAULT_AFTER_STEP"  # tests only: every trial raises once after this step
@@ -201,9 +202,32 @@ class SweepResult:
     skipped_failed: int
 
 
+def build_local_assets(jobs: list[Job], say: Callable[[str], None]) -> None:
+    """Build the tiny models and DemoDigits once here, not in every trial at the same time."""
+    tiny = {(job.algorithm, job.hparams["backbone"]): job for job in jobs if job.hparams.get("models") == "tiny"}
+    builtin = any(get_dataset_spec(job.dataset).builtin for job in jobs)
+    if not tiny and not builtin:
+        return
+    from ddg_sweep.data.demo_digits import demo_data_dir
+    from ddg_sweep.models.paths import resolve_model_paths
+
+    say("preparing the tiny models and DemoDigits (built once into the cache, then reused)")
+    if builtin:
+        demo_data_dir()
+    for job in tiny.values():
+        resolve_model_paths(job.algorithm, job.hparams)
+
+
 def run_sweep(jobs: list[Job], output_dir, locations: dict, options: SweepOptions,
               say: Callable[[str], None] = print) -> SweepResult:
+    """Run every job not yet done; one sweep at a time per output folder (SweepLock)."""
     out = Path(output_dir).resolve()
+    with SweepLock(out):
+        return _run_sweep_locked(jobs, out, locations, options, say)
+
+
+def _run_sweep_locked(jobs: list[Job], out: Path, locations: dict, options: SweepOptions,
+                      say: Callable[[str], None]) -> SweepResult:
     configs = {job.job_id: validate_job(job, out, locations, need_data=True) for job in jobs}
     check_data(jobs, locations)
     plan = build_plan(jobs, out)
@@ -219,6 +243,8 @@ def run_sweep(jobs: list[Job], output_dir, locations: dict, options: SweepOption
     if not options.address:  # refuse impossible requests before starting anything
         trial_resources(options, [float(options.num_cpus or os.cpu_count())], [float(local_gpu_count())])
     write_manifest(out, jobs)
+    if not options.address or options.address == "auto":
+        build_local_assets(to_run, say)
     started, context = connect(options)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]

@@ -152,7 +152,7 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
 
     num_workers = config.num_workers if config.num_workers is not None else (0 if spec.builtin else 4)
     loaders = train_loaders(data.environments, splits, train_envs, hp["batch_size"], image_size,
-                            config.seed, start_step, config.steps, num_workers)
+                            config.seed, start_step, config.steps, num_workers, spec.horizontal_flip)
     evaluation = eval_loaders(data.environments, splits, image_size, num_workers)
     steps_per_epoch = min(len(splits[e].in_idx) for e in train_envs) / hp["batch_size"]
     window: dict[str, list] = {}

@@ -5,9 +5,9 @@ runs end to end on a laptop CPU in a few minutes.
 """
 from search_spaces import grid
 
-STEPS = 60
+STEPS = 100
 CHECKPOINT_FREQ = 20
-SMALL = {"batch_size": 16, "swad_start": 30, "stage1_steps": 30, "sd_resolution": 16}
+SMALL = {"batch_size": 16, "swad_start": 50, "stage1_steps": 50}
 
 
 def jobs(options):

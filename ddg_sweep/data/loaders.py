@@ -39,10 +39,12 @@ def split_environment(n: int, holdout_fraction: float, trial_seed: int, env_inde
 class ImageSamples(Dataset):
     """Loads (path, label) samples; train items carry their augmentation seed."""
 
-    def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool):
+    def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool,
+                 horizontal_flip: bool = True):
         self.samples = samples
         self.image_size = image_size
         self.train = train
+        self.horizontal_flip = horizontal_flip
 
     def __len__(self):
         return len(self.samples)
@@ -53,7 +55,7 @@ class ImageSamples(Dataset):
         with Image.open(path) as image:
             image = image.convert("RGB")
         if self.train:
-            return train_transform(image, self.image_size, aug_seed), label
+            return train_transform(image, self.image_size, aug_seed, self.horizontal_flip), label
         return eval_transform(image, self.image_size), label
 
 
@@ -99,11 +101,11 @@ def _collate(items):
 
 
 def train_loaders(environments, splits, train_envs, batch_size, image_size, seed,
-                  start_step, steps, num_workers) -> list[DataLoader]:
+                  start_step, steps, num_workers, horizontal_flip: bool = True) -> list[DataLoader]:
     """One loader per training environment, yielding that environment's batch of each step."""
     loaders = []
     for env in train_envs:
-        dataset = ImageSamples(environments[env], image_size, train=True)
+        dataset = ImageSamples(environments[env], image_size, train=True, horizontal_flip=horizontal_flip)
         sampler = StepBatches(splits[env].in_idx, batch_size, seed, env, start_step, steps)
         loaders.append(DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                                   collate_fn=_collate, persistent_workers=False,

@@ -72,10 +72,10 @@ def _colour_jitter(image: Image.Image, rng: random.Random) -> Image.Image:
     return image
 
 
-def train_transform(image: Image.Image, size: int, seed: int) -> torch.Tensor:
+def train_transform(image: Image.Image, size: int, seed: int, horizontal_flip: bool = True) -> torch.Tensor:
     rng = random.Random(seed)
     image = _random_resized_crop(image.convert("RGB"), size, rng)
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 and horizontal_flip:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
     image = _colour_jitter(image, rng)
     if rng.random() < 0.1:
