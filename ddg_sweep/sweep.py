@@ -222,14 +222,14 @@ def run_sweep(jobs: list[Job], output_dir, locations: dict, options: SweepOption
               say: Callable[[str], None] = print) -> SweepResult:
     """Run every job not yet done; one sweep at a time per output folder (SweepLock)."""
     out = Path(output_dir).resolve()
-    with SweepLock(out):
-        return _run_sweep_locked(jobs, out, locations, options, say)
-
-
-def _run_sweep_locked(jobs: list[Job], out: Path, locations: dict, options: SweepOptions,
-                      say: Callable[[str], None]) -> SweepResult:
     configs = {job.job_id: validate_job(job, out, locations, need_data=True) for job in jobs}
-    check_data(jobs, locations)
+    check_data(jobs, locations)  # all bad input is refused before the folder is created
+    with SweepLock(out):
+        return _run_sweep_locked(jobs, out, configs, options, say)
+
+
+def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepOptions,
+                      say: Callable[[str], None]) -> SweepResult:
     plan = build_plan(jobs, out)
     to_run = plan.to_run(options.retry_failed)
     skipped_failed = 0 if options.retry_failed else sum(1 for s in plan.states.values() if s == "failed")

@@ -31,7 +31,7 @@ def make_pacs(root, skip_env=None, empty_class=None, corrupt=False):
 def wrong_kind_model(tmp_path):
     folder = tmp_path / "resnet"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "resnet"}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
     return folder
 
 
@@ -52,7 +52,7 @@ CASES = {
     "unknown algorithm": ([*DEMO, "--algorithm", "IRM"], ["unknown algorithm 'IRM'"]),
     "unknown backbone": ([*DEMO, "--backbone", "vgg16"], ["backbone", "clip_vit-b16"]),
     "missing model folder": ([*DEMO, "--student-path", "{tmp}/no_model"], ["{tmp}/no_model", "--student-path"]),
-    "model folder of the wrong kind": ([*DEMO, "--student-path", "{wrong_kind}"], ["'resnet'", "--student-path"]),
+    "model folder of the wrong kind": ([*DEMO, "--student-path", "{wrong_kind}"], ["'bert'", "--student-path"]),
     "paper weights not in the cache": ([*DEMO, "--models", "paper"], ["openai/clip-vit-base-patch16",
                                                                       "huggingface-cli download"]),
     "non-positive steps": ([*DEMO, "--steps", "0"], ["--steps must be > 0"]),

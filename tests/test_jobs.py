@@ -121,7 +121,7 @@ def write_records(folder, steps, step_time=0.5):
 
 def test_plan_and_status_read_states_from_job_folders(tmp_path):
     out = tmp_path / "out"
-    jobs = space_jobs("demo", SpaceOptions(algorithms=("ERM",)))  # four jobs, 60 steps each
+    jobs = space_jobs("demo", SpaceOptions(algorithms=("ERM",), steps=60))  # four jobs, 60 steps each
     done, partial, failed, running = (job_dir(out, j) for j in jobs)
     write_records(done, [0, 20, 40, 59])
     (done / "done").touch()
@@ -129,7 +129,7 @@ def test_plan_and_status_read_states_from_job_folders(tmp_path):
     failed.mkdir(parents=True)
     (failed / "error.json").write_text(json.dumps({"error": "RuntimeError: boom", "attempts": 3}))
     os.utime(failed / "error.json", (time.time(), time.time()))
-    plan = plan_json("--space", "demo", "--algorithms", "ERM", out=out)
+    plan = plan_json("--space", "demo", "--algorithms", "ERM", "--steps", "60", out=out)
     states = {j["job_id"]: j["state"] for j in plan["jobs"]}
     assert [states[j.job_id] for j in jobs] == ["done", "partial", "failed", "pending"]
     assert plan["counts"]["total"] == {"done": 1, "failed": 1, "partial": 1, "pending": 1, "total": 4}
