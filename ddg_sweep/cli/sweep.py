@@ -165,15 +165,16 @@ def run_full_benchmark(args) -> int:
     started = time.time()
     result = _sweep(args)
     out = Path(args.output_dir)
-    try:
-        from ddg_sweep.report.aggregate import aggregate
-        from ddg_sweep.report.tables import write_tables
-    except ImportError as err:
-        raise UserError(f"the report package is not available ({err}); the sweep itself is in {out}") from None
+    from ddg_sweep.report.aggregate import aggregate
+    from ddg_sweep.report.plots import make_plots
+    from ddg_sweep.report.tables import write_tables
+
     summary = aggregate(out / "runs", out / "aggregate")
     print(f"aggregate: {summary.get('runs', '?')} runs -> {out / 'aggregate'}", flush=True)
     written = write_tables(out / "aggregate", out, formats=("markdown", "latex"))  # -> OUT/tables/
     print("tables: " + ", ".join(str(p) for p in written))
+    figures, _ = make_plots(out / "aggregate", out / "plots")
+    print("plots: " + ", ".join(str(p) for p in figures))
     print(f"full-benchmark finished in {time.time() - started:.0f} s")
     return 1 if result.failed else 0
 
