@@ -85,7 +85,7 @@ def make_sweep(root, n_records: int, *, datasets=("PACS", "VLCS", "OfficeHome", 
                            seed)
         (run_dir / "results.jsonl").write_text("".join(lines))
         (run_dir / "done").write_text("done")
-        if with_swad and len(test_envs) == 1:
+        if with_swad and len(test_envs) == 1 and algorithm != "ERM":  # as in our runs: ERM has no SWAD
             _write_swad(run_dir, dataset, algorithm, test_envs, hparams_seed, trial_seed,
                         records_per_run * checkpoint_freq, seed)
     return {"n_records": n_records - max(remaining, 0), "n_runs": len(run_dirs),

@@ -146,3 +146,19 @@ def test_agrees_with_domainbed_style_baseline_on_generated_sweep(tmp_path):
     ours = (tmp_path / "agg" / "tables.txt").read_text()
     assert ours == bench.baseline_tables(str(tmp_path / "sweep"))
     assert "X" not in ours
+
+
+def test_swad_tables_list_only_algorithms_with_a_swad_model(tmp_path):
+    """ERM never averages weights: the SWAD table has no ERM row of X's, the others do list it."""
+    from ddg_sweep.report.aggregate import aggregate
+    from ddg_sweep.report.files import load_aggregate
+    from ddg_sweep.report.tables import build_grids
+    from sweepgen import make_sweep
+
+    make_sweep(tmp_path / "sweep", 400, datasets=("PACS",), algorithms=("ERM", "DDG"), with_swad=True)
+    aggregate(tmp_path / "sweep", tmp_path / "agg")
+    table, summary = load_aggregate(tmp_path / "agg")
+    swad_rows = [alg for alg, _ in build_grids(table, summary, "swad")[0][2]]
+    iid_rows = [alg for alg, _ in build_grids(table, summary, "iid")[0][2]]
+    assert "ERM" in iid_rows and "DDG" in iid_rows
+    assert "DDG" in swad_rows and "ERM" not in swad_rows

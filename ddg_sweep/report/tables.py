@@ -70,6 +70,8 @@ def build_grids(table: pd.DataFrame, summary: dict, selection: str) -> list[tupl
     """[(title, column labels, [(algorithm, [Cell...])], colwidth)] for one selection."""
     cells = _lookup(table)
     algorithms = summary["algorithms"]
+    if selection == "swad":  # algorithms that never average weights (ERM) have no row to show
+        algorithms = [a for a in algorithms if any(k[0] == "swad" and k[2] == a for k in cells)]
     name = SELECTION_METHODS[selection].name
     grids = []
     for dataset, env_names in summary["datasets"].items():
