@@ -12,12 +12,10 @@ import pytest
 from ddg_sweep.errors import UserError
 from ddg_sweep.report.aggregate import aggregate
 from ddg_sweep.report.records import read_records
+from conftest import FIXTURE
 from sweepgen import make_sweep
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO.parent / "shared" / "fixtures" / "domainbed_test_sweep"
-if not FIXTURE.is_dir():
-    FIXTURE = Path("/work/shared/fixtures/domainbed_test_sweep")
 
 
 @pytest.fixture(scope="module")
