@@ -21,7 +21,7 @@ HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 60.0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,7 +39,7 @@ def read_lock(out_dir: Path) -> dict | None:
 
 
 def lock_is_stale(lock: dict, stale_after: float = STALE_AFTER_SECONDS) -> bool:
-    if lock.get("host") == socket.gethostname() and not _pid_alive(int(lock.get("pid", -1))):
+    if lock.get("host") == socket.gethostname() and not pid_alive(int(lock.get("pid", -1))):
         return True
     return time.time() - float(lock.get("heartbeat", 0)) > stale_after
 
@@ -82,17 +82,22 @@ class SweepLock:
                         f"pid {current.get('pid')}, heartbeat {time.time() - current['heartbeat']:.0f} s ago); "
                         f"wait for it, or use another --output-dir") from None
                 self.took_over = current or {}
-                self.path.unlink(missing_ok=True)
+                try:
+                    self.path.unlink(missing_ok=True)
+                except OSError as err:  # e.g. the folder went read-only under the dead sweep
+                    raise self._unwritable(err) from None
                 continue
             except OSError as err:
-                raise UserError(f"cannot write to {self.out_dir}: {err.strerror}; "
-                                "pass a writable --output-dir") from None
+                raise self._unwritable(err) from None
             with os.fdopen(fd, "w") as f:
                 json.dump(self._content(), f)
             break
         self._thread = threading.Thread(target=self._beat, name="sweep-lock-heartbeat", daemon=True)
         self._thread.start()
         return self
+
+    def _unwritable(self, err: OSError) -> UserError:
+        return UserError(f"cannot write to {self.out_dir}: {err.strerror}; pass a writable --output-dir")
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from ray import tune
 
 from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.errors import UserError
+from ddg_sweep.io import atomic_write_json
 from ddg_sweep.jobs import ERROR_FILE, Job, build_plan, job_dir, read_json, validate_job, write_manifest
-from ddg_sweep.lock import SweepLock
+from ddg_sweep.lock import SweepLock, pid_alive
 
 FORWARDED_ENV = ("DDG_SWEEP_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME")
 FAULT_ENV = "DDG_SWEEP_FAULT_AFTER_STEP"  # tests only: every trial raises once after this step
@@ -224,8 +226,61 @@ def run_sweep(jobs: list[Job], output_dir, locations: dict, options: SweepOption
     out = Path(output_dir).resolve()
     configs = {job.job_id: validate_job(job, out, locations, need_data=True) for job in jobs}
     check_data(jobs, locations)  # all bad input is refused before the folder is created
-    with SweepLock(out):
+    if options.address:
+        _check_reachable(options.address)
+    else:  # refuse impossible requests before starting anything
+        trial_resources(options, [float(options.num_cpus or os.cpu_count())], [float(local_gpu_count())])
+    with SweepLock(out) as lock:
+        if lock.took_over:
+            say(f"took over the lock of a sweep that is gone (host {lock.took_over.get('host')}, "
+                f"pid {lock.took_over.get('pid')})")
+        stop_leftover_cluster(out, say)
         return _run_sweep_locked(jobs, out, configs, options, say)
+
+
+LOCAL_CLUSTER_FILE = "ray_local.json"  # the local cluster this folder's sweep started, until it stops it
+
+
+def _session_processes(session_dir: str) -> list[int]:
+    """Pids of this host's processes that name the Ray session folder or hold a file in it open."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if session_dir in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+                continue
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd).startswith(session_dir):
+                    pids.append(int(proc.name))
+                    break
+        except OSError:  # gone, or not ours to inspect
+            continue
+    return pids
+
+
+def stop_leftover_cluster(out: Path, say: Callable[[str], None]) -> None:
+    """Kill what is left of the local cluster of a sweep into `out` that was killed itself.
+
+    A SIGKILLed driver cannot stop its cluster; Ray's agents (and, for a while, trial
+    workers still writing into job folders) outlive it. Only processes of that Ray
+    session, on this host, once its driver is dead, are touched.
+    """
+    record = read_json(out / LOCAL_CLUSTER_FILE)
+    if not record or record.get("host") != socket.gethostname() or not record.get("session_dir"):
+        return
+    if not pid_alive(int(record.get("pid", -1))) and Path("/proc").is_dir():
+        pids = _session_processes(record["session_dir"])
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if pids:
+            say(f"stopped {len(pids)} leftover process(es) of the Ray cluster of the killed sweep "
+                f"(pid {record['pid']})")
+    (out / LOCAL_CLUSTER_FILE).unlink(missing_ok=True)
 
 
 def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepOptions,
@@ -240,13 +295,14 @@ def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepO
     if not to_run:
         write_manifest(out, jobs)
         return SweepResult(0, counts.get("done", 0), [], skipped_failed)
-    if not options.address:  # refuse impossible requests before starting anything
-        trial_resources(options, [float(options.num_cpus or os.cpu_count())], [float(local_gpu_count())])
     write_manifest(out, jobs)
     if not options.address or options.address == "auto":
         build_local_assets(to_run, say)
     started, context = connect(options)
     try:
+        if started:
+            atomic_write_json(out / LOCAL_CLUSTER_FILE, {"host": socket.gethostname(), "pid": os.getpid(),
+                                                         "session_dir": context.address_info["session_dir"]})
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         resources = trial_resources(options, [n["Resources"].get("CPU", 0) for n in nodes],
                                     [n["Resources"].get("GPU", 0) for n in nodes])
@@ -258,6 +314,7 @@ def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepO
         _fit(to_run, configs, resources, out, options, say)
     finally:
         ray.shutdown()  # stops the local cluster we started; only disconnects from an attached one
+        (out / LOCAL_CLUSTER_FILE).unlink(missing_ok=True)
     final = build_plan(jobs, out)
     failed = [f"{j.job_id}: {(read_json(job_dir(out, j) / ERROR_FILE) or {}).get('error', 'unknown error')}"
               for j in to_run if final.states[j.job_id] != "done"]

@@ -17,6 +17,7 @@ from typing import Callable
 
 from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.errors import UserError
+from ddg_sweep.hparams import ALGORITHMS
 from ddg_sweep.jobs import Job, applicable_overrides, check_distinct_runs, make_job
 
 SPACES = ("paper", "baselines", "lmd", "stage1_steps", "cfg_scale", "random", "demo")
@@ -166,13 +167,28 @@ def narrow(jobs: list[Job], options: SpaceOptions) -> list[Job]:
     return keep
 
 
+def _check_test_envs_exist(jobs: list[Job], options: SpaceOptions) -> None:
+    """A --test-envs index no dataset of the sweep has is a typo, not an empty selection."""
+    datasets = sorted(set(options.datasets or ()) or {job.dataset for job in jobs})
+    for env in options.test_envs or ():
+        specs = [get_dataset_spec(d) for d in datasets]
+        if specs and not any(0 <= env < spec.n_envs for spec in specs):
+            ranges = ", ".join(f"{spec.name} 0..{spec.n_envs - 1}" for spec in specs)
+            raise UserError(f"--test-envs {env} is out of range: {ranges}")
+
+
 def space_jobs(name_or_file: str, options: SpaceOptions) -> list[Job]:
     """The space's jobs, narrowed by the options, unique by job_id, in a stable order."""
     for dataset in options.datasets or ():
         get_dataset_spec(dataset)
+    for algorithm in options.algorithms or ():
+        if algorithm not in ALGORITHMS:
+            raise UserError(f"--algorithms: unknown algorithm {algorithm!r}; "
+                            f"choose among {', '.join(ALGORITHMS)}")
     produced = load_space(name_or_file)(options)
     if not isinstance(produced, (list, tuple)) or not all(isinstance(j, Job) for j in produced):
         raise UserError(f"space {name_or_file} must return a list of ddg_sweep.jobs.Job")
+    _check_test_envs_exist(produced, options)
     unique = list({job.job_id: job for job in narrow(list(produced), options)}.values())
     if not unique:
         raise UserError(f"space {name_or_file} has no jobs for these --datasets/--algorithms/"

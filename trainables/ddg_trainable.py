@@ -79,10 +79,15 @@ def _write_node_file(run_dir: Path, job_id: str, attempt: int) -> None:
 
 
 def _previous_attempts(run_dir: Path) -> int:
-    try:
-        return int(json.loads((run_dir / ERROR_FILE).read_text()).get("attempts", 0))
-    except (OSError, ValueError, AttributeError):
-        return 0
+    """Attempts so far: error.json counts those that raised, node.json also those whose worker was
+    killed (they write no error.json)."""
+    counts = [0]
+    for name, key in ((ERROR_FILE, "attempts"), (NODE_FILE, "attempt")):
+        try:
+            counts.append(int(json.loads((run_dir / name).read_text()).get(key, 0)))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return max(counts)
 
 
 def _write_error(run_dir: Path, job_id: str, err: BaseException, attempts: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ddg_sweep.cli.train import add_hparam_flags, add_location_flags, hparam_ove
 from ddg_sweep.errors import UserError
 
 DEFAULT_OUTPUT_DIR = "sweep_out"
+AGGREGATE_PAUSE_ENV = "DDG_SWEEP_AGGREGATE_PAUSE"  # seconds between aggregate and tables (tests only)
 
 
 def _add_job_flags(parser: argparse.ArgumentParser, default_space: str | None) -> None:
@@ -96,6 +98,8 @@ def _jobs(args):
         checkpoint_freq=args.checkpoint_freq, models=args.models, overrides=hparam_overrides(args))
     if args.steps is not None and args.steps <= 0:
         raise UserError(f"--steps must be > 0, got {args.steps}")
+    if any(seed < 0 for seed in args.trial_seeds or ()):
+        raise UserError(f"--trial-seeds must be >= 0, got {' '.join(map(str, args.trial_seeds))}")
     return space_jobs(args.space, options)
 
 
@@ -171,6 +175,8 @@ def run_full_benchmark(args) -> int:
 
     summary = aggregate(out / "runs", out / "aggregate")
     print(f"aggregate: {summary.get('runs', '?')} runs -> {out / 'aggregate'}", flush=True)
+    if os.environ.get(AGGREGATE_PAUSE_ENV):  # tests only: a window to kill full-benchmark mid-aggregation
+        time.sleep(float(os.environ[AGGREGATE_PAUSE_ENV]))
     written = write_tables(out / "aggregate", out, formats=("markdown", "latex"))  # -> OUT/tables/
     print("tables: " + ", ".join(str(p) for p in written))
     figures, _ = make_plots(out / "aggregate", out / "plots")
