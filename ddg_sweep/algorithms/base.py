@@ -1,6 +1,7 @@
 """What every algorithm is: a network to evaluate, an update step, a checkpointable state."""
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +32,7 @@ class RunContext:
         return len(self.class_names)
 
 
-class Algorithm(nn.Module):
+class Algorithm(nn.Module, abc.ABC):
     """Subclasses build `self.network` (x -> logits; what is evaluated and SWAD-averaged),
     any other trained modules, and `self.optimizer`; teachers stay out of `trained_modules`.
     """
@@ -51,12 +52,12 @@ class Algorithm(nn.Module):
         params = [p for p in self.trained_modules().parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
 
+    @abc.abstractmethod
     def update(self, minibatches: list[tuple[torch.Tensor, torch.Tensor]], step: int) -> dict:
         """One optimisation step on one (x, y) batch per training environment.
 
         Returns the record's scalars: at least `loss`; algorithms with stages add `stage`.
         """
-        raise NotImplementedError
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)

@@ -13,6 +13,8 @@ is run folders sorted by path, then line order.
 """
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 import pandas as pd
 
@@ -96,15 +98,16 @@ def best_run_per_group(run_accs: pd.DataFrame, view: pd.DataFrame) -> pd.DataFra
     return chosen[SELECTED_COLUMNS].sort_values(GROUP_KEYS).reset_index(drop=True)
 
 
-class SelectionMethod:
+class SelectionMethod(abc.ABC):
     """Base class: `select(records)` returns one row per group (SELECTED_COLUMNS)."""
 
     key = ""
     name = ""
 
     @classmethod
+    @abc.abstractmethod
     def run_accs(cls, view: pd.DataFrame) -> pd.DataFrame:
-        raise NotImplementedError
+        """Each run's (val_acc, test_acc) under this rule: the rule itself."""
 
     @classmethod
     def select(cls, records: pd.DataFrame, view: pd.DataFrame | None = None) -> pd.DataFrame:
