@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, mounted_tmpfs, run_cli
 from ddg_sweep import train as train_module
 from ddg_sweep.config import RunConfig
 from ddg_sweep.errors import UserError
@@ -46,13 +46,7 @@ def test_failing_checkpoint_write_keeps_earlier_results(tmp_path, monkeypatch):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount_point)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    yield from mounted_tmpfs(tmp_path / "small", "1200k")
 
 
 def test_full_disk_is_a_one_line_error_and_the_run_resumes(small_tmpfs):

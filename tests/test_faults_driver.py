@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_cli
+from conftest import REPO, assert_one_line_error, mounted_tmpfs, run_cli
 from ddg_sweep.lock import LOCK_NAME, read_lock
 
 RAY = ["--no-dashboard", "--num-cpus", "2"]
@@ -231,6 +231,22 @@ def rerun(args, env, root):
     return proc, wall
 
 
+def kill_when(driver, out, ray_root, ready):
+    """Run `ready()` (waits and checks), SIGKILL the driver's process group, wait for its Ray to go.
+
+    The driver never outlives a failed `ready`. Returns (killed_at, dead_at, seconds until its
+    Ray processes were gone, survivors, the job folders' state at the kill).
+    """
+    try:
+        ready()
+        killed_at, dead_at = kill_group(driver, out)
+    finally:
+        if driver.poll() is None:
+            kill_group(driver)
+    gone_s, survivors = wait_until_gone(ray_root, 30)
+    return killed_at, dead_at, gone_s, survivors, state_at_kill(out)
+
+
 # ---- the tests ----------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -240,19 +256,17 @@ def test_driver_killed_before_any_job_finished_resumes_every_job(tmp_path, ray_r
             "--steps", "200", "--output-dir", out, *RAY]
     env = {"RAY_TMPDIR": ray_root}
     driver = start(args, tmp_path / "first.log", env)
-    try:
+
+    def both_running_and_the_folder_taken():
         wait_for(lambda: len(list(out.glob("runs/*/node.json"))) == 2, 120, "both trials to start")
         second = run_cli(*args, env=env)  # the folder is taken while the first one really runs
         assert_one_line_error(second, "in use by another sweep", f"host {socket.gethostname()}",
                               f"pid {driver.pid}")
         wait_for(lambda: all(len(read_steps(f)) >= 2 for f in job_folders(out)), 120, "two records per job")
         assert not list(out.glob("runs/*/done"))
-        killed_at, dead_at = kill_group(driver, out)
-    finally:
-        if driver.poll() is None:
-            kill_group(driver)
-    gone_s, survivors = wait_until_gone(ray_root, 30)
-    before = state_at_kill(out)
+
+    killed_at, dead_at, gone_s, survivors, before = kill_when(driver, out, ray_root,
+                                                              both_running_and_the_folder_taken)
     assert all(s["checkpoint_step"] is not None for s in before.values())
     assert read_lock(out)["pid"] == driver.pid  # the dead driver's lock is still there
 
@@ -281,14 +295,8 @@ def test_driver_killed_with_jobs_done_and_running_then_during_aggregation(tmp_pa
         running = [f for f in folders if not (f / "done").exists() and len(read_steps(f)) >= 2]
         return done and running
 
-    try:
-        wait_for(one_done_one_running, 180, "a job done while another runs")
-        killed_at, dead_at = kill_group(driver, out)
-    finally:
-        if driver.poll() is None:
-            kill_group(driver)
-    gone_s, survivors = wait_until_gone(ray_root, 30)
-    before = state_at_kill(out)
+    killed_at, dead_at, gone_s, survivors, before = kill_when(
+        driver, out, ray_root, lambda: wait_for(one_done_one_running, 180, "a job done while another runs"))
     assert any(s["done"] for s in before.values()) and any(
         s.get("checkpoint_step") is not None for s in before.values())
 
@@ -356,13 +364,7 @@ def test_driver_alone_killed_leaves_a_stale_lock_and_orphans_the_next_sweep_clea
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    mount_point = tmp_path / "mnt"
-    mount_point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    yield from mounted_tmpfs(tmp_path / "mnt", "64m")
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 from ddg_sweep.errors import UserError
-from ddg_sweep.io import build_once, cache_dir  # noqa: F401  (re-exported for model builders)
 
 # Real weights of the `paper` family: Hugging Face ids (or local folders via flags).
 PAPER_MODELS = {

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ddg_sweep.models.hub import build_once, cache_dir, quiet_hf_logging
+from ddg_sweep.io import build_once, cache_dir
+from ddg_sweep.models.hub import quiet_hf_logging
 
 TINY_VERSION = 1
 TINY_IMAGE_SIZE = 32

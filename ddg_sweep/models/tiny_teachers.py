@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from ddg_sweep.models import tiny_pretraining as pretraining
-from ddg_sweep.models.hub import build_once, quiet_hf_logging
+from ddg_sweep.io import build_once
+from ddg_sweep.models.hub import quiet_hf_logging
 from ddg_sweep.models.tiny import TINY_IMAGE_SIZE, tiny_dir
 
 # Bump to rebuild the teachers in existing caches (the folder names carry it).
