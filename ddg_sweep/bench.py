@@ -104,7 +104,7 @@ def time_update(algorithm, minibatches, step: int, warmup: int, iters: int) -> d
 
 
 def unet_pass_inputs(algorithm, n_images: int, seed: int = 0):
-    """x_t, t, a differentiable conditioning and per-sample negatives at the run's latent size."""
+    """x_t, t, a differentiable conditioning, per-sample negatives and the noise, at the run's latent size."""
     teacher, device = algorithm.sd_teacher, algorithm.device
     side = algorithm.hparams["sd_resolution"] // 8
     generator = torch.Generator().manual_seed(seed)
@@ -112,17 +112,14 @@ def unet_pass_inputs(algorithm, n_images: int, seed: int = 0):
     t = torch.randint(0, 1000, (n_images,), generator=generator).to(device)
     cond = algorithm.class_tokens[torch.arange(n_images, device=device) % len(algorithm.class_tokens)]
     neg = algorithm.negative_tokens[torch.arange(n_images, device=device) % len(algorithm.negative_tokens)]
-    return x_t, t, cond.clone().requires_grad_(True), neg
+    eps = torch.randn(x_t.shape, generator=generator).to(device)
+    return x_t, t, cond.clone().requires_grad_(True), neg, eps
 
 
 def unet_pass(algorithm, inputs) -> None:
-    """Stage II's UNet work: both guidance passes forward, backward into the conditioning."""
-    from ddg_sweep.algorithms.losses import batched_guidance_eps, separate_guidance_eps
-
-    guidance = batched_guidance_eps if algorithm.ctx.step_options.batched_guidance else separate_guidance_eps
-    with algorithm.sd_precision():
-        eps_cond, eps_neg = guidance(algorithm.sd_teacher.predict_noise, *inputs)
-    (eps_cond.float() - eps_neg.float()).square().mean().backward()
+    """Stage II's UNet work as the step runs it: both guidance passes forward, backward into
+    the conditioning (in micro-batches when the options say so)."""
+    algorithm.unet_loss(*inputs).backward()
 
 
 def measure_unet_pass(algorithm, n_images: int, warmup: int, iters: int, peak_tflops: float | None) -> dict:

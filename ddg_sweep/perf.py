@@ -7,7 +7,7 @@ by one to show each effect.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -20,14 +20,22 @@ class StepOptions:
     batched_guidance: bool = False  # both guidance passes in one UNet call (else neg pass under no-grad)
     compile_unet: bool = False  # torch.compile the UNet (CUDA only; slow first steps)
     unet_checkpointing: bool = False  # recompute UNet activations in backward: less memory, more time
+    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms per shape (CUDA only)
+    # Samples per UNet call in Stage II, each call's backward run at once: less memory, no
+    # recompute. 0 = the whole batch in one call.
+    unet_micro_batch: int = 0
 
-    def describe(self) -> str:
-        return ", ".join(f"{k}={'on' if v else 'off'}" for k, v in asdict(self).items())
+    def __post_init__(self):
+        if self.unet_micro_batch < 0:
+            raise ValueError(f"unet_micro_batch must be >= 0 (0 = whole batch), not {self.unet_micro_batch}")
 
     @classmethod
     def plain(cls) -> "StepOptions":
-        """Everything off: the fp32, two-call, eager baseline."""
-        return cls(**{f.name: False for f in fields(cls)})
+        """Everything off: the fp32, two-call, eager, whole-batch baseline."""
+        return cls(**{name: False for name in SWITCHES}, unet_micro_batch=0)
+
+
+SWITCHES = [f.name for f in fields(StepOptions) if f.type in (bool, "bool")]  # the on/off ones
 
 
 def apply_to_sd_teacher(sd_teacher, options: StepOptions, device_type: str) -> None:
@@ -36,6 +44,8 @@ def apply_to_sd_teacher(sd_teacher, options: StepOptions, device_type: str) -> N
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     unet = sd_teacher.unet
+    if device_type == "cuda":
+        torch.backends.cudnn.benchmark = options.cudnn_benchmark  # process-wide, like the device itself
     dtype = torch.bfloat16 if options.teacher_bf16_weights and device_type == "cuda" else torch.float32
     unet.to(dtype)
     sd_teacher.vae.to(dtype)

@@ -50,3 +50,113 @@ def test_optimised_step_matches_the_plain_fp32_step(switch):
     assert result["loss"] == pytest.approx(reference["loss"], rel=1e-5, abs=1e-6)
     assert len(grads) == len(reference_grads) > 0
     assert torch.allclose(grads, reference_grads, rtol=1e-4, atol=1e-6)  # the same gradient reached the student
+
+
+@pytest.mark.parametrize("extra", [{}, {"batched_guidance": True}, {"unet_checkpointing": True}])
+def test_micro_batched_step_matches_the_whole_batch_step(extra):
+    # 4 images x 3 domains x 2 noise draws = 24 UNet samples in uneven micro-batches of 5
+    whole = dataclasses.replace(StepOptions.plain(), **extra)
+    reference, reference_grads = _one_step(whole, n_noise=2)
+    result, grads = _one_step(dataclasses.replace(whole, unet_micro_batch=5), n_noise=2)
+    assert result["loss_diff"] == pytest.approx(reference["loss_diff"], rel=1e-5, abs=1e-6)
+    assert result["loss"] == pytest.approx(reference["loss"], rel=1e-5, abs=1e-6)
+    assert torch.allclose(grads, reference_grads, rtol=1e-4, atol=1e-6)
+
+
+class SavedActivations:
+    """Bytes autograd holds for backward: live now and at most, via saved-tensor hooks."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def _pack(self, tensor):
+        meter, size = self, tensor.numel() * tensor.element_size()
+
+        class Held:
+            def __del__(self):
+                meter.live -= size
+
+        self.live += size
+        self.peak = max(self.peak, self.live)
+        holder = Held()
+        holder.tensor = tensor
+        return holder
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda holder: holder.tensor)
+
+
+def _unet_pass_saved_peak(micro_batch: int) -> tuple[int, torch.Tensor, int]:
+    """Peak saved bytes and dL/dc of one UNet pass, and its FLOPs as the benchmark counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ddg_sweep.bench import unet_pass_inputs
+
+    torch.manual_seed(0)
+    algorithm = build_ddg("tiny", torch.device("cpu"), 8, 32,
+                          dataclasses.replace(StepOptions.plain(), unet_micro_batch=micro_batch))
+    inputs = unet_pass_inputs(algorithm, 24)
+    meter = SavedActivations()
+    with meter.hooks():
+        loss = algorithm.unet_loss(*inputs)
+        loss.backward()
+    assert meter.live == 0  # everything saved was released by the backward
+    grad = inputs[2].grad.clone()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        algorithm.unet_loss(*inputs).backward()
+    return meter.peak, grad, counter.get_total_flops()
+
+
+def test_micro_batches_hold_a_fraction_of_the_activations_for_the_same_work():
+    whole_peak, whole_grad, whole_flops = _unet_pass_saved_peak(0)
+    micro_peak, micro_grad, micro_flops = _unet_pass_saved_peak(6)  # 4 micro-batches
+    assert micro_flops == whole_flops > 0  # nothing recomputed, unlike checkpointing
+    assert torch.allclose(micro_grad, whole_grad, rtol=1e-4, atol=1e-7)
+    assert whole_peak > 0 and micro_peak <= 0.3 * whole_peak  # about a quarter, plus the small outer graph
+
+
+def _fail_above(algorithm, max_samples: int):
+    """Make the UNet raise CUDA's out-of-memory error for calls above `max_samples` samples."""
+    predict_noise = algorithm.sd_teacher.predict_noise
+    calls = []
+
+    def limited(x_t, t, tokens):
+        calls.append(len(x_t))
+        if len(x_t) > max_samples:
+            raise torch.OutOfMemoryError(f"fake: {len(x_t)} samples")
+        return predict_noise(x_t, t, tokens)
+
+    object.__setattr__(algorithm.sd_teacher, "predict_noise", limited)
+    return calls
+
+
+def test_out_of_memory_halves_the_micro_batch_then_checkpoints_with_the_same_result(monkeypatch):
+    import ddg_sweep.algorithms.ddg as ddg_module
+
+    monkeypatch.setattr(ddg_module, "MIN_MICRO_BATCH", 4)  # the tiny batch's scale
+    reference, reference_grads = _one_step(StepOptions.plain())
+    torch.manual_seed(0)
+    algorithm = build_ddg("tiny", torch.device("cpu"), 4, 32, StepOptions.plain())  # 12 UNet samples
+    algorithm.optimizer.step = lambda: None
+    batches = random_minibatches(algorithm, 4, 3, torch.device("cpu"))
+    calls = _fail_above(algorithm, 6)
+    torch.manual_seed(1)
+    with pytest.warns(UserWarning, match="micro-batches of 6 samples"):
+        result = algorithm.update(batches, step=1)
+    assert calls[0] == 12 and set(calls[1:]) == {6}  # failed whole, then two halves per guidance pass
+    assert algorithm.ctx.step_options.unet_micro_batch == 6 and not algorithm.ctx.step_options.unet_checkpointing
+    grads = torch.cat([p.grad.flatten() for p in algorithm.network.parameters() if p.grad is not None])
+    assert result["loss"] == pytest.approx(reference["loss"], rel=1e-5, abs=1e-6)  # the same noise redrawn
+    assert torch.allclose(grads, reference_grads, rtol=1e-4, atol=1e-6)
+
+    _fail_above(algorithm, 0)  # nothing fits: checkpointing next (6 // 2 < 4), then the error itself
+    with pytest.warns(UserWarning, match="checkpointing"), pytest.raises(torch.OutOfMemoryError):
+        algorithm.update(batches, step=1)
+    assert algorithm.ctx.step_options.unet_checkpointing
+
+
+def test_bench_rejects_a_negative_micro_batch():
+    proc = run_cli("bench", "--unet-micro-batch", "-1")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "--unet-micro-batch -1 must be >= 0" in proc.stderr

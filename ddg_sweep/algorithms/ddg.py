@@ -18,10 +18,13 @@ from torch import nn
 from ddg_sweep.algorithms.base import RunContext
 from ddg_sweep.algorithms.losses import (batched_guidance_eps, diffusion_loss, guided_eps, probs_conditioning,
                                         separate_guidance_eps)
+from ddg_sweep.algorithms.micro_batch import micro_batched_loss
 from ddg_sweep.algorithms.vl2v import AlignedAlgorithm
 from ddg_sweep.errors import UserError
 from ddg_sweep.models.sd_teacher import class_prompt, domain_prompt, load_sd_teacher
 from ddg_sweep.perf import apply_to_sd_teacher
+
+MIN_MICRO_BATCH = 8  # below this the UNet's GEMMs get small; checkpointing is the cheaper way down
 
 
 class TokenMap(nn.Module):
@@ -107,11 +110,21 @@ class DDG(AlignedAlgorithm):
         t = torch.randint(hp["t_min"], hp["t_max"] + 1, (len(latents),), device=latents.device)
         eps = torch.randn(latents.shape, device=latents.device)  # not randn_like: its draw follows the memory layout
         x_t = self.sd_teacher.add_noise(latents, t, eps)
-        with self.sd_precision():
-            guidance = batched_guidance_eps if options.batched_guidance else separate_guidance_eps
-            eps_cond, eps_neg = guidance(self.sd_teacher.predict_noise, x_t, t, cond, neg)
-        eps_hat = guided_eps(eps_cond.float(), eps_neg.float(), hp["cfg_scale"])
-        return diffusion_loss(eps_hat, eps)
+        return self.unet_loss(x_t, t, cond, neg, eps)
+
+    def unet_loss(self, x_t, t, cond, neg, eps) -> torch.Tensor:
+        """L_diff from the UNet's two guidance passes, `unet_micro_batch` samples per call."""
+        options, n = self.ctx.step_options, len(x_t)
+        guidance = batched_guidance_eps if options.batched_guidance else separate_guidance_eps
+
+        def slice_loss(piece: slice, cond_piece: torch.Tensor) -> torch.Tensor:
+            with self.sd_precision():
+                eps_cond, eps_neg = guidance(self.sd_teacher.predict_noise, x_t[piece], t[piece], cond_piece,
+                                             neg[piece])
+            eps_hat = guided_eps(eps_cond.float(), eps_neg.float(), self.hparams["cfg_scale"])
+            return diffusion_loss(eps_hat, eps[piece]) * (len(cond_piece) / n)  # its share of the mean
+
+        return micro_batched_loss(slice_loss, cond, options.unet_micro_batch)
 
     def update(self, minibatches, step):
         x = torch.cat([x for x, _ in minibatches])
@@ -124,20 +137,38 @@ class DDG(AlignedAlgorithm):
             value = loss.item()
             return {"loss": value, "loss_align": value, "stage": "align"}
         rng_state = self._rng_state()
-        try:
-            return self.stage_two_update(x, y, image_embeddings, minibatches)
-        except torch.OutOfMemoryError:
-            if self.ctx.step_options.unet_checkpointing or self.device.type != "cuda":
-                raise
-        # Outside the except block, so the failed attempt's activations are freed first.
-        self.optimizer.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        self.ctx.step_options = dataclasses.replace(self.ctx.step_options, unet_checkpointing=True)
-        self.sd_teacher.unet.enable_gradient_checkpointing()
-        warnings.warn("Stage II ran out of GPU memory: UNet activation checkpointing is now on for the rest "
-                      "of the run (same results, about 1.3x slower steps)", stacklevel=2)
-        self._restore_rng_state(rng_state)  # the retried step draws the same noise
-        return self.stage_two_update(x, y, image_embeddings, minibatches)
+        while True:
+            try:
+                return self.stage_two_update(x, y, image_embeddings, minibatches)
+            except torch.OutOfMemoryError:
+                lighter = self.lighter_step_options(len(x) * self.hparams["n_noise"])
+                if lighter is None:
+                    raise
+            # Outside the except block, so the failed attempt's activations are freed first.
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.ctx.step_options = lighter
+            if lighter.unet_checkpointing:
+                self.sd_teacher.unet.enable_gradient_checkpointing()
+            self._restore_rng_state(rng_state)  # the retried step draws the same noise
+
+    def lighter_step_options(self, unet_batch: int):
+        """After running out of memory: halve the UNet micro-batch down to MIN_MICRO_BATCH
+        samples (no extra compute), then turn on checkpointing (recompute); None when both are done."""
+        options = self.ctx.step_options
+        current = min(options.unet_micro_batch or unet_batch, unet_batch)
+        if (current + 1) // 2 >= MIN_MICRO_BATCH:
+            lighter = dataclasses.replace(options, unet_micro_batch=(current + 1) // 2)
+            change = f"UNet micro-batches of {lighter.unet_micro_batch} samples"
+        elif not options.unet_checkpointing:
+            lighter = dataclasses.replace(options, unet_checkpointing=True)
+            change = "UNet activation checkpointing (about 1.3x slower steps)"
+        else:
+            return None
+        warnings.warn(f"Stage II ran out of GPU memory: {change} for the rest of the run "
+                      "(same results)", stacklevel=3)
+        return lighter
 
     def _rng_state(self):
         return torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 from ddg_sweep.errors import UserError
-from ddg_sweep.perf import StepOptions
+from ddg_sweep.perf import SWITCHES, StepOptions
 
 # --compare: each optimisation added in turn, then the memory and compile switches.
 _PLAIN = StepOptions.plain()
@@ -21,8 +21,13 @@ COMPARE = (
     ("default+ckpt", dataclasses.replace(StepOptions(), unet_checkpointing=True)),
     ("default+compile", dataclasses.replace(StepOptions(), compile_unet=True)),
     ("default+compile+ckpt", dataclasses.replace(StepOptions(), compile_unet=True, unet_checkpointing=True)),
+    ("default+cudnn", dataclasses.replace(StepOptions(), cudnn_benchmark=True)),
+    ("default+micro48", dataclasses.replace(StepOptions(), unet_micro_batch=48)),
+    ("default+micro32", dataclasses.replace(StepOptions(), unet_micro_batch=32)),
+    ("default+micro24", dataclasses.replace(StepOptions(), unet_micro_batch=24)),
+    ("default+compile+micro48", dataclasses.replace(StepOptions(), compile_unet=True, unet_micro_batch=48)),
+    ("default+compile+micro32", dataclasses.replace(StepOptions(), compile_unet=True, unet_micro_batch=32)),
 )
-SWITCHES = [f.name for f in dataclasses.fields(StepOptions)]
 
 
 def register(subparsers) -> None:
@@ -46,12 +51,16 @@ def register(subparsers) -> None:
         flag = name.replace("_", "-")
         parser.add_argument(f"--{flag}", dest=name, action="store_true", default=None, help=f"turn {name} on")
         parser.add_argument(f"--no-{flag}", dest=name, action="store_false", help=f"turn {name} off")
+    parser.add_argument("--unet-micro-batch", type=int, default=None, metavar="N",
+                        help="samples per UNet call in Stage II (0 = the whole batch)")
     parser.set_defaults(func=main)
 
 
 def _options(args) -> StepOptions:
     base = StepOptions.plain() if args.plain else StepOptions()
     chosen = {name: getattr(args, name) for name in SWITCHES if getattr(args, name) is not None}
+    if args.unet_micro_batch is not None:
+        chosen["unet_micro_batch"] = args.unet_micro_batch
     return dataclasses.replace(base, **chosen)
 
 
@@ -78,6 +87,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--device {args.device}: torch sees no CUDA GPU here; use --device cpu")
     if args.batch_size <= 0 or args.iters <= 0 or args.warmup < 0:
         raise UserError("--batch-size and --iters must be > 0, --warmup >= 0")
+    if args.unet_micro_batch is not None and args.unet_micro_batch < 0:
+        raise UserError(f"--unet-micro-batch {args.unet_micro_batch} must be >= 0 (0 = the whole batch)")
     if args.sd_resolution is not None and (args.sd_resolution < 8 or args.sd_resolution % 8):
         raise UserError(f"--sd-resolution {args.sd_resolution} must be a positive multiple of 8")
     configs = COMPARE if args.compare else (("options", _options(args)),)
