@@ -167,5 +167,7 @@ def run_benchmark(models: str = "tiny", device: str = "cpu", batch_size: int = 3
         "stage2": time_update(algorithm, minibatches, 1, warmup, iters),
         "unet_pass": measure_unet_pass(algorithm, batch_size * n_domains * algorithm.hparams["n_noise"],
                                        warmup, iters, peak),
+        # relative error of the compiled UNet's gradient against eager (None when not compiled)
+        "compiled_unet_gradient_error": algorithm.sd_teacher.compiled_unet_error,
     }
     return result

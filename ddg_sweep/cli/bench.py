@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 from ddg_sweep.errors import UserError
-from ddg_sweep.perf import SWITCHES, StepOptions
+from ddg_sweep.perf import SWITCHES, CompiledUNetMismatch, StepOptions
 
 # --compare: each optimisation added in turn, then the memory and compile switches.
 _PLAIN = StepOptions.plain()
@@ -71,7 +71,9 @@ def _row(label: str, r: dict) -> str:
     mfu = f"{100 * u['mfu']:.1f}%" if u["mfu"] is not None else "n/a"
     return (f"{label:<18} {r['stage1']['images_per_s']:>9.1f} {r['stage2']['images_per_s']:>9.1f} "
             f"{r['stage2']['ms_per_step']:>9.1f} {r['stage2']['peak_memory_gb']:>8.2f} "
-            f"{u['tflops_per_s']:>8.1f} {mfu:>6} {r['stage2']['loss']:>9.5f}")
+            f"{u['tflops_per_s']:>8.1f} {mfu:>6} {r['stage2']['loss']:>9.5f}"
+            + (f"  compiled-vs-eager gradient error {r['compiled_unet_gradient_error']:.1e}"
+               if r.get("compiled_unet_gradient_error") is not None else ""))
 
 
 HEADER = (f"{'config':<18} {'I img/s':>9} {'II img/s':>9} {'II ms':>9} {'mem GiB':>8} "
@@ -115,6 +117,8 @@ def main(args: argparse.Namespace) -> int:
         except torch.OutOfMemoryError:
             result = {"error": "out of memory", "options": dataclasses.asdict(options)}
             torch.cuda.empty_cache()
+        except CompiledUNetMismatch as error:  # a wrong fast step is no result: say so, go on
+            result = {"error": str(error), "options": dataclasses.asdict(options)}
         result["label"] = label
         results.append(result)
         if args.format == "text":

@@ -9,6 +9,7 @@ from ddg_sweep.data.transforms import denormalise
 from ddg_sweep.errors import UserError
 from ddg_sweep.models.clip_teacher import freeze
 from ddg_sweep.models.hub import check_model_kind, load_pretrained
+from ddg_sweep.perf import check_compiled_unet
 
 PROMPT_LENGTH = 77
 
@@ -43,6 +44,7 @@ class SDTeacher(nn.Module):
         # Set by perf.apply_to_sd_teacher; a plain attribute, so the compiled copy is no submodule.
         self.channels_last = False
         object.__setattr__(self, "compiled_unet", None)
+        self.compiled_unet_error = None  # relative gradient error of compiled vs eager, once checked
 
     def train(self, mode: bool = True):
         return super().train(False)  # a frozen teacher: dropout off whatever the caller's mode
@@ -72,9 +74,14 @@ class SDTeacher(nn.Module):
         """The UNet's epsilon prediction; differentiable in `tokens` (its weights need no grad)."""
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        unet = self.compiled_unet if self.compiled_unet is not None else self.unet
         dtype = self.unet.dtype  # bf16 when perf's teacher_bf16_weights cast it
-        return unet(x_t.to(dtype), t, encoder_hidden_states=tokens.to(dtype)).sample
+        x_t = x_t.to(dtype)
+        if self.compiled_unet is None:
+            return self.unet(x_t, t, encoder_hidden_states=tokens.to(dtype)).sample
+        eps = self.compiled_unet(x_t, t, encoder_hidden_states=tokens.to(dtype)).sample
+        if self.compiled_unet_error is None and tokens.requires_grad and torch.is_grad_enabled():
+            check_compiled_unet(self, x_t, t, tokens, eps)  # once: Inductor has shipped silent gradient bugs
+        return eps
 
 
 def load_sd_teacher(name_or_path: str, flag: str = "--sd-path") -> SDTeacher:
