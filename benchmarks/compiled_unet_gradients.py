@@ -1,6 +1,7 @@
 """How far torch.compile's UNet gradients are from the truth: d(eps . w)/d(c) and d/d(x_t)
-for eager fp32, Inductor-compiled fp32 and aot_eager (compile without Inductor's codegen),
-each as a relative error against an fp64 eager reference on the same inputs.
+for eager fp32, Inductor-compiled fp32, aot_eager (compile without Inductor's codegen) and
+ddg-sweep's compile (`perf.compile_unet`), each as a relative error against an fp64 eager
+reference on the same inputs.
 
     python benchmarks/compiled_unet_gradients.py                       # tiny UNet, CPU
     python benchmarks/compiled_unet_gradients.py --models paper-arch --device cuda --sd-resolution 256
@@ -13,7 +14,7 @@ import copy
 import torch
 
 from ddg_sweep.bench import build_ddg, paper_arch_components, unet_pass_inputs
-from ddg_sweep.perf import StepOptions
+from ddg_sweep.perf import StepOptions, compile_unet
 
 
 def gradients(unet, x_t, t, cond, dtype):
@@ -47,8 +48,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.models} UNet on {device}, {args.samples} samples at "
           f"{resolution // 8}x{resolution // 8} latents; relative error against fp64 eager")
     print(f"{'fp32 run':<22} {'d/d(c)':>10} {'d/d(x_t)':>10}")
-    for label, module in (("eager", unet), ("compiled (inductor)", torch.compile(unet)),
-                          ("compiled (aot_eager)", torch.compile(unet, backend="aot_eager"))):
+    runs = (("eager", unet), ("compiled (inductor)", torch.compile(unet)),
+            ("compiled (aot_eager)", torch.compile(unet, backend="aot_eager")),
+            ("compiled (ddg-sweep)", compile_unet(unet)))
+    for label, module in runs:
         torch._dynamo.reset()
         result = gradients(module, x_t, t, cond, torch.float32)
         print(f"{label:<22} {relative(result[0], truth[0]):>10.2e} {relative(result[1], truth[1]):>10.2e}",

@@ -58,9 +58,24 @@ def apply_to_sd_teacher(sd_teacher, options: StepOptions, device_type: str) -> N
         unet.enable_gradient_checkpointing()
     else:
         unet.disable_gradient_checkpointing()
-    compiled = torch.compile(unet) if options.compile_unet and device_type == "cuda" else None
+    compiled = compile_unet(unet) if options.compile_unet and device_type == "cuda" else None
     object.__setattr__(sd_teacher, "compiled_unet", compiled)
     sd_teacher.compiled_unet_error = None  # checked on the compiled UNet's first backward
+
+
+# Inductor's reordering for peak memory (torch 2.13) runs the frozen UNet's backward kernels
+# out of order: a nearest-upsampling backward's index_put lands after the kernels that read
+# its buffer, so the input gradient behind every upsampler is zero (docs/performance.md).
+INDUCTOR_OPTIONS = {"reorder_for_peak_memory": False}
+
+
+def compile_unet(unet):
+    import torch
+    import torch._inductor.config as inductor_config
+
+    # An option this torch does not have is a pass it does not run: nothing to turn off.
+    options = {k: v for k, v in INDUCTOR_OPTIONS.items() if hasattr(inductor_config, k)}
+    return torch.compile(unet, options=options)
 
 
 class CompiledUNetMismatch(UserError):

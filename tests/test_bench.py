@@ -201,3 +201,30 @@ def test_a_compiled_unet_with_wrong_gradients_stops_the_run_with_one_line():
         _stage_two_with_compiled(drop_gradient=True)
     message = str(raised.value)
     assert "\n" not in message and "relative error 1 against eager" in message and "drop --compile-unet" in message
+
+
+class FrozenUpBlock(torch.nn.Module):
+    """The smallest piece of a frozen UNet that plain torch.compile (2.13, CPU) gets wrong:
+    SiLU, conv, SiLU, conv, / 1.0, nearest 2x upsampling, conv; weights frozen."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(8, 8, 3, padding=1) for _ in range(3)).requires_grad_(False)
+
+    def forward(self, h):
+        h = self.convs[1](torch.nn.functional.silu(self.convs[0](torch.nn.functional.silu(h)))) / 1.0
+        return self.convs[2](torch.nn.functional.interpolate(h, scale_factor=2.0, mode="nearest"))
+
+
+def test_compile_unet_keeps_the_input_gradient_through_frozen_upsampling():
+    from ddg_sweep.perf import compile_unet
+
+    torch.manual_seed(0)
+    block, x = FrozenUpBlock(), torch.randn(2, 8, 4, 4)
+    grads = []
+    for module in (block, compile_unet(block)):
+        probe = x.clone().requires_grad_(True)
+        module(probe).square().sum().backward()
+        grads.append(probe.grad)
+    assert grads[0].norm() > 0
+    assert torch.allclose(grads[1], grads[0], rtol=1e-4, atol=1e-6)
