@@ -20,7 +20,7 @@ class StepOptions:
     channels_last: bool = False  # NHWC memory layout for the UNet's convolutions (CUDA only; slower on H100)
     latents_once: bool = True  # one VAE encode per image view, shared by its noise draws
     batched_guidance: bool = False  # both guidance passes in one UNet call (else neg pass under no-grad)
-    compile_unet: bool = False  # torch.compile the UNet (CUDA only; slow first steps)
+    compile_unet: bool = False  # torch.compile the UNet (first steps slow: minutes for SD on a GPU)
     unet_checkpointing: bool = False  # recompute UNet activations in backward: less memory, more time
     cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms per shape (CUDA only)
     # Samples per UNet call in Stage II, each call's backward run at once: less memory, no
@@ -58,7 +58,7 @@ def apply_to_sd_teacher(sd_teacher, options: StepOptions, device_type: str) -> N
         unet.enable_gradient_checkpointing()
     else:
         unet.disable_gradient_checkpointing()
-    compiled = compile_unet(unet) if options.compile_unet and device_type == "cuda" else None
+    compiled = compile_unet(unet) if options.compile_unet else None
     object.__setattr__(sd_teacher, "compiled_unet", compiled)
     sd_teacher.compiled_unet_error = None  # checked on the compiled UNet's first backward
 

@@ -22,6 +22,18 @@ def test_bench_cli_prints_consistent_positive_figures():
     assert unet["tflop"] > 0 and unet["ms"] > 0
     assert unet["tflops_per_s"] == pytest.approx(unet["tflop"] / (unet["ms"] / 1e3), rel=1e-9)
     assert unet["mfu"] is None  # no known peak on a CPU without --peak-tflops
+    assert result["compiled_unet_gradient_error"] is None  # not compiled: nothing checked
+
+
+@pytest.mark.slow
+def test_bench_reports_the_compiled_unets_gradient_error():
+    # --plain, batch 4: the graphs of test_optimised_step_matches_the_plain_fp32_step[compile_unet],
+    # so Inductor's on-disk cache usually makes this compile quick
+    proc = run_cli("bench", "--models", "tiny", "--plain", "--compile-unet", "--batch-size", "4", "--iters", "1",
+                   "--warmup", "1", "--format", "json", check=True)
+    result = json.loads(proc.stdout)
+    assert result["options"]["compile_unet"] is True
+    assert 0 <= result["compiled_unet_gradient_error"] < 1e-5  # checked against eager, and right
 
 
 def _one_step(options: StepOptions, n_noise: int = 1):
@@ -38,7 +50,8 @@ def _one_step(options: StepOptions, n_noise: int = 1):
     return scalars, grads
 
 
-@pytest.mark.parametrize("switch", ["sdpa", "latents_once", "batched_guidance", "unet_checkpointing", "all"])
+@pytest.mark.parametrize("switch", ["sdpa", "latents_once", "batched_guidance", "unet_checkpointing", "all",
+                                    pytest.param("compile_unet", marks=pytest.mark.slow)])  # ~80 s cold compile
 def test_optimised_step_matches_the_plain_fp32_step(switch):
     plain = StepOptions.plain()
     optimised = StepOptions() if switch == "all" else dataclasses.replace(plain, **{switch: True})
