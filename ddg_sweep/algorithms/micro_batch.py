@@ -37,7 +37,7 @@ class _EagerBackward(torch.autograd.Function):
             cond_piece = cond[piece].detach().requires_grad_(needs_grad)
             with torch.enable_grad():
                 loss = slice_loss(piece, cond_piece)
-            if needs_grad:
+            if needs_grad and loss.requires_grad:  # else this slice's gradient is zero
                 # backward(), not autograd.grad(): the flop counter's module hooks refuse the latter
                 loss.backward(inputs=[cond_piece])
                 grad[piece] = cond_piece.grad
