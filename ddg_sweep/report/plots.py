@@ -69,13 +69,8 @@ def plot_hparam(runs: pd.DataFrame, hparam: str, out_dir: Path, plt):
         sem = 100 * lines["std"] / np.sqrt(lines["n"])
         ax.errorbar(lines["value"], 100 * lines["mean"], yerr=sem, marker="o", capsize=3,
                     label=dataset)
-    ax.set_xlabel(hparam)
-    ax.set_ylabel("held-out accuracy (%)")
-    ax.set_title(f"held-out accuracy vs {hparam}")
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    path = _save(fig, out_dir / f"hparam_{_safe_name(hparam)}.png")
-    plt.close(fig)
+    path = _finish(plt, fig, ax, hparam, "held-out accuracy (%)", f"held-out accuracy vs {hparam}",
+                   out_dir / f"hparam_{_safe_name(hparam)}.png")
     return path, None
 
 
@@ -87,12 +82,18 @@ def plot_curves(records: pd.DataFrame, dataset: str, out_dir: Path, plt) -> Path
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(curve.index, 100 * curve["test_acc"], label="held-out test (env in)")
     ax.plot(curve.index, 100 * curve["val_acc"], label="validation (train envs out)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{dataset}: mean over {singles['run_id'].nunique()} runs")
+    return _finish(plt, fig, ax, "step", "accuracy (%)", f"{dataset}: mean over {singles['run_id'].nunique()} runs",
+                   out_dir / f"curves_{_safe_name(dataset)}.png")
+
+
+def _finish(plt, fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """Label, legend and grid the axes, save the figure atomically, close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    path = _save(fig, out_dir / f"curves_{_safe_name(dataset)}.png")
+    path = _save(fig, path)
     plt.close(fig)
     return path
 
