@@ -241,3 +241,16 @@ def test_compile_unet_keeps_the_input_gradient_through_frozen_upsampling():
         grads.append(probe.grad)
     assert grads[0].norm() > 0
     assert torch.allclose(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_the_gpu_script_names_only_configurations_bench_knows():
+    # a typo there would cost a device session: the GPU is lent for minutes at a time
+    import re
+    from pathlib import Path
+
+    from ddg_sweep.cli.bench import COMPARE
+
+    script = (Path(__file__).parent.parent / "benchmarks" / "gpu_step_bench.sh").read_text()
+    labels = [label.strip() for group in re.findall(r'--configs "([^"]+)"', script) for label in group.split(",")]
+    assert len(labels) >= 10 and "default+micro32" in labels
+    assert [label for label in labels if label not in dict(COMPARE)] == []
