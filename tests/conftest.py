@@ -13,8 +13,8 @@ import pytest
 os.environ.setdefault("DDG_SWEEP_CACHE", str(Path(tempfile.gettempdir()) / "ddg_sweep_test_cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
-# DomainBed's own test sweep, in shared/ beside the checkout (as CI lays it out).
-FIXTURE = REPO.parent / "shared" / "fixtures" / "domainbed_test_sweep"
+# DomainBed's own test sweep, copied into the repository (tests/fixtures/domainbed_test_sweep/README.md).
+FIXTURE = REPO / "tests" / "fixtures" / "domainbed_test_sweep"
 
 
 def run_cli(*args, check=False, timeout=600, env=None, cwd=None) -> subprocess.CompletedProcess:
