@@ -41,6 +41,7 @@ STEP_SECONDS = {
     "DDG": {"align": 0.144, "diffusion": 2.03},
 }
 STEP_SECONDS_TINY = 0.03  # the tiny model family (DemoDigits), any stage, on a CPU core
+STEP_SECONDS_CARD = "one NVIDIA H100 80GB"  # where STEP_SECONDS was measured (docs/performance.md)
 
 
 @dataclass(frozen=True, eq=True)

@@ -13,11 +13,19 @@ import sys
 
 from ddg_sweep.errors import UserError
 
-COMMAND_MODULES = ("train", "report", "sweep", "bench")
+COMMAND_MODULES = ("train", "report", "sweep", "status", "bench")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line naming the problem and the --help to read, not the usage block."""
+
+    def error(self, message: str):
+        print(f"error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m ddg_sweep.run",
         description="DDG on DomainBed: train one run, sweep on Ray, aggregate, tabulate.",
     )
@@ -26,7 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(f"ddg_sweep.cli.{name}").register(subparsers)
     return parser
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,8 @@ def connect(options: SweepOptions) -> tuple[bool, object]:
     quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
     if options.address:
         _check_reachable(options.address)
-        _present_token_if_available()
+        if "RAY_AUTH_MODE" not in os.environ and _token_available():
+            _set_token_mode()  # present the token we have (Ray's own rule for `ray.init()`), silently
         try:
             return False, ray.init(address=options.address, **quiet)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
@@ -116,21 +117,26 @@ def connect(options: SweepOptions) -> tuple[bool, object]:
         dashboard["dashboard_host"] = options.dashboard_host
         if options.dashboard_port:
             dashboard["dashboard_port"] = options.dashboard_port
+    if "RAY_AUTH_MODE" not in os.environ:
+        _set_token_mode()  # Ray's default for a new local cluster, said explicitly
     return True, ray.init(address="local", num_cpus=options.num_cpus or os.cpu_count(), **dashboard, **quiet)
 
 
-def _present_token_if_available() -> None:
-    """A driver attaching to a cluster sends the token when it has one (Ray's own rule for `ray.init()`)."""
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").exists()
 
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    except Exception:  # private API moved: fall back to the token file's presence
-        token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
-        if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or Path(token_file).exists()):
-            os.environ["RAY_AUTH_MODE"] = "token"
+
+def _set_token_mode() -> None:
+    """Token auth on for this process and its children, set explicitly: left unset, Ray turns it on
+    all the same but prints advice to set RAY_AUTH_MODE=disabled, which ddg-sweep never follows."""
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()  # the environment variable, and Ray's cached config refreshed
+    except Exception:  # private API moved: the environment variable alone, read by ray.init
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def token_hint() -> str:
@@ -327,12 +333,14 @@ def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepO
 
 def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: SweepOptions,
          say: Callable[[str], None]) -> None:
-    from trainables import train_job
+    from trainables import DDGTrial
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     payloads = [_payload(job, configs[job.job_id], resources) for job in to_run]
+    trainable = tune.with_resources(DDGTrial, resources)
+    trainable.__name__ = trainable.__qualname__ = "DDGTrial"  # the class the dashboard's Actors page lists
     tuner = tune.Tuner(
-        tune.with_resources(train_job, resources),
+        trainable,
         param_space={"job": tune.grid_search(payloads)},
         tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=False,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),

@@ -140,7 +140,8 @@ def _space_from_json(path: Path) -> Callable[[SpaceOptions], list[Job]]:
     return jobs
 
 
-def load_space(name_or_file: str) -> Callable[[SpaceOptions], list[Job]]:
+def load_space(name_or_file: str, kind: str = "space") -> Callable[[SpaceOptions], list[Job]]:
+    """`kind` names the flag in messages: "space" (--space) or "preset" (--preset)."""
     if name_or_file in SPACES:
         return importlib.import_module(f"search_spaces.{MODULES.get(name_or_file, name_or_file)}").jobs
     path = Path(name_or_file)
@@ -148,7 +149,7 @@ def load_space(name_or_file: str) -> Callable[[SpaceOptions], list[Job]]:
         if not path.is_file():
             raise UserError(f"space file {path} does not exist")
         return _space_from_python(path) if path.suffix == ".py" else _space_from_json(path)
-    raise UserError(f"unknown space {name_or_file!r}; choose one of {', '.join(SPACES)} "
+    raise UserError(f"unknown {kind} {name_or_file!r}; choose one of {', '.join(SPACES)} "
                     "or pass a .py or .json space file")
 
 
@@ -177,7 +178,7 @@ def _check_test_envs_exist(jobs: list[Job], options: SpaceOptions) -> None:
             raise UserError(f"--test-envs {env} is out of range: {ranges}")
 
 
-def space_jobs(name_or_file: str, options: SpaceOptions) -> list[Job]:
+def space_jobs(name_or_file: str, options: SpaceOptions, kind: str = "space") -> list[Job]:
     """The space's jobs, narrowed by the options, unique by job_id, in a stable order."""
     for dataset in options.datasets or ():
         get_dataset_spec(dataset)
@@ -185,13 +186,13 @@ def space_jobs(name_or_file: str, options: SpaceOptions) -> list[Job]:
         if algorithm not in ALGORITHMS:
             raise UserError(f"--algorithms: unknown algorithm {algorithm!r}; "
                             f"choose among {', '.join(ALGORITHMS)}")
-    produced = load_space(name_or_file)(options)
+    produced = load_space(name_or_file, kind)(options)
     if not isinstance(produced, (list, tuple)) or not all(isinstance(j, Job) for j in produced):
-        raise UserError(f"space {name_or_file} must return a list of ddg_sweep.jobs.Job")
+        raise UserError(f"{kind} {name_or_file} must return a list of ddg_sweep.jobs.Job")
     _check_test_envs_exist(produced, options)
     unique = list({job.job_id: job for job in narrow(list(produced), options)}.values())
     if not unique:
-        raise UserError(f"space {name_or_file} has no jobs for these --datasets/--algorithms/"
+        raise UserError(f"{kind} {name_or_file} has no jobs for these --datasets/--algorithms/"
                         "--test-envs/--trial-seeds")
     check_distinct_runs(unique)
     return unique

@@ -33,7 +33,7 @@ SWEEP = ["sweep", "--space", "{tmp}/space.json"]
 # name: (argv, fragments of the one error line); {tmp} is the test's folder, OUT its output folder.
 CASES = {
     "unknown space": (["sweep", "--space", "paperr"], ["unknown space 'paperr'", "paper, baselines"]),
-    "unknown preset": (["full-benchmark", "--preset", "dmo"], ["unknown space 'dmo'"]),
+    "unknown preset": (["full-benchmark", "--preset", "dmo"], ["unknown preset 'dmo'"]),
     "space file missing": (["sweep", "--space", "{tmp}/absent.json"], ["absent.json does not exist"]),
     "space file not JSON": (["sweep", "--space", "{tmp}/bad.json"], ["bad.json is not valid JSON"]),
     "space file not an object": (["sweep", "--space", "{tmp}/list.json"], ['"jobs": [...]', '"grid"']),

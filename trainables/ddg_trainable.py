@@ -8,6 +8,10 @@ exception writes `error.json` (message, attempt count) into the job folder and
 is re-raised, so Tune records it and retries up to FailureConfig.max_failures.
 Per-trial gauges (step, images/s, stage, held-out and validation accuracy),
 tagged by job_id, go to Ray's metrics (`/metrics` of each node, Grafana).
+
+`DDGTrial` is the class Tune runs: `train_job` wrapped as Tune does it, with a repr
+that names the job (algorithm, dataset, test envs, seeds, job id), so that the Ray
+dashboard's Actors page and Ray's log prefixes tell trials apart.
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ from ddg_sweep.jobs import ERROR_FILE, NODE_FILE
 STAGE_NUMBER = {"align": 1, "diffusion": 2}  # DDG's stages; 0 for algorithms without stages
 FAULT_AFTER_STEP = "fault_after_step"  # tests only: raise once, on the first attempt, after this step
 
+# Ray metric names of the per-trial gauges (Prometheus adds the `ray_` prefix).
+GAUGES = {"step": "ddg_sweep_step", "images_per_s": "ddg_sweep_images_per_second", "stage": "ddg_sweep_stage",
+          "held_out_acc": "ddg_sweep_held_out_acc", "val_acc": "ddg_sweep_val_acc"}
 _gauges: dict | None = None
 
 
@@ -35,16 +42,11 @@ def _trial_gauges() -> dict:
     if _gauges is None:
         from ray.util.metrics import Gauge
 
-        tags = ("job_id",)
-        _gauges = {
-            "step": Gauge("ddg_sweep_step", "latest training step of the job", tag_keys=tags),
-            "images_per_s": Gauge("ddg_sweep_images_per_second", "training images per second", tag_keys=tags),
-            "stage": Gauge("ddg_sweep_stage", "DDG stage (1 align, 2 diffusion; 0 none)", tag_keys=tags),
-            "held_out_acc": Gauge("ddg_sweep_held_out_acc", "accuracy on the held-out env(s), in split",
-                                  tag_keys=tags),
-            "val_acc": Gauge("ddg_sweep_val_acc", "mean out-split accuracy of the training envs",
-                             tag_keys=tags),
-        }
+        described = {"step": "latest training step of the job", "images_per_s": "training images per second",
+                     "stage": "DDG stage (1 align, 2 diffusion; 0 none)",
+                     "held_out_acc": "accuracy on the held-out env(s), in split",
+                     "val_acc": "mean out-split accuracy of the training envs"}
+        _gauges = {key: Gauge(GAUGES[key], text, tag_keys=("job_id",)) for key, text in described.items()}
     return _gauges
 
 
@@ -137,6 +139,8 @@ def train_job(config: dict) -> None:
             _log(run_dir, f"retry {attempt}: Tune's last checkpoint was step {step}; "
                           "resuming from this folder's checkpoint.pt")
         outcome = run(run_config, on_checkpoint=on_checkpoint, log=lambda message: None)
+    except (SystemExit, KeyboardInterrupt):
+        raise  # stopped (Ctrl-C, Tune shutting down), not failed: the next sweep resumes the job
     except BaseException as err:
         _write_error(run_dir, job_id, err, attempt)
         raise
@@ -146,3 +150,28 @@ def train_job(config: dict) -> None:
 
 def _log(run_dir: Path, message: str) -> None:
     append_line(run_dir / "train.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+
+
+def trial_label(job: dict) -> str:
+    """`DDG DemoDigits test_envs=[0] trial 0 hp 0 job 1a2b3c...`: what the dashboard shows for a trial."""
+    config = job.get("run_config", {})
+    envs = ",".join(map(str, config.get("test_envs", [])))
+    return (f"{config.get('algorithm')} {config.get('dataset')} test_envs=[{envs}] trial {config.get('trial_seed')} "
+            f"hp {config.get('hparams_seed')} job {job.get('job_id')}")
+
+
+def _trial_class():
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class DDGTrial(wrap_function(train_job)):
+        """Tune's function trainable for `train_job`; Ray records the repr once the actor is created."""
+
+        def __repr__(self):
+            job = (getattr(self, "config", None) or {}).get("job")
+            return trial_label(job) if isinstance(job, dict) else "DDGTrial"
+
+    DDGTrial.__qualname__ = "DDGTrial"
+    return DDGTrial
+
+
+DDGTrial = _trial_class()

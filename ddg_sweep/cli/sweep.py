@@ -1,6 +1,6 @@
-"""`plan`, `sweep`, `full-benchmark` and `status`: sweeps of jobs on Ray Tune.
+"""`plan`, `sweep` and `full-benchmark`: sweeps of jobs on Ray Tune (`status` is cli/status.py).
 
-`plan` and `status` import neither torch nor Ray; `sweep` imports Ray only once
+`plan` imports neither torch nor Ray; `sweep` imports Ray only once
 every job's configuration is checked.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+from ddg_sweep.cli.status import estimate_basis
 from ddg_sweep.cli.train import add_hparam_flags, add_location_flags, hparam_overrides
 from ddg_sweep.errors import UserError
 
@@ -18,10 +19,21 @@ DEFAULT_OUTPUT_DIR = "sweep_out"
 AGGREGATE_PAUSE_ENV = "DDG_SWEEP_AGGREGATE_PAUSE"  # seconds between aggregate and tables (tests only)
 
 
+class _SpaceFlag(argparse.Action):
+    """--space and --preset set the same thing; messages name the flag the user typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.space, namespace.space_flag = values, option_string.lstrip("-")
+
+
 def _add_job_flags(parser: argparse.ArgumentParser, default_space: str | None) -> None:
-    parser.add_argument("--space", "--preset", dest="space", default=default_space, required=not default_space,
-                        metavar="NAME|FILE", help="paper, baselines, lmd, stage1_steps, cfg_scale, random, "
-                        "demo, or a .py/.json space file" + (f" (default {default_space})" if default_space else ""))
+    from search_spaces import SPACES
+
+    parser.add_argument("--space", "--preset", dest="space", action=_SpaceFlag, default=default_space,
+                        required=not default_space, metavar="NAME|FILE",
+                        help=f"{', '.join(SPACES)}, or a .py/.json space file"
+                             + (f" (default {default_space})" if default_space else ""))
+    parser.set_defaults(space_flag="preset" if default_space else "space")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"sweep folder (default {DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--datasets", nargs="+", help="only these datasets")
     parser.add_argument("--algorithms", nargs="+", help="only these algorithms")
@@ -74,12 +86,6 @@ def register(subparsers) -> None:
     _add_ray_flags(bench)
     bench.set_defaults(func=run_full_benchmark)
 
-    status = subparsers.add_parser("status", help="done/running/failed/pending jobs of a sweep folder",
-                                   description="Summarise a sweep folder: states per dataset, running jobs.")
-    status.add_argument("output_dir", metavar="OUT", help="the sweep folder")
-    status.add_argument("--format", choices=("text", "json"), default="text")
-    status.set_defaults(func=run_status)
-
 
 def _locations(args) -> dict:
     keys = ("data_dir", "student_path", "clip_path", "sd_path", "device", "num_workers")
@@ -100,7 +106,7 @@ def _jobs(args):
         raise UserError(f"--steps must be > 0, got {args.steps}")
     if any(seed < 0 for seed in args.trial_seeds or ()):
         raise UserError(f"--trial-seeds must be >= 0, got {' '.join(map(str, args.trial_seeds))}")
-    return space_jobs(args.space, options)
+    return space_jobs(args.space, options, kind=args.space_flag)
 
 
 def run_plan(args) -> int:
@@ -118,7 +124,7 @@ def run_plan(args) -> int:
         print(f"{job.job_id:20}  {job.algorithm:9} {job.dataset:14} {','.join(map(str, job.test_envs)):9} "
               f"{job.trial_seed:>5} {job.hparams_seed:>3}  {plan.states[job.job_id]}")
     _print_counts(plan.counts())
-    print(f"estimated GPU-hours left: {plan.gpu_hours:.1f} (from {plan.gpu_hours_source})")
+    print(f"estimated GPU-hours left: {plan.gpu_hours:.1f}, {estimate_basis(plan)}")
     return 0
 
 
@@ -183,35 +189,3 @@ def run_full_benchmark(args) -> int:
     print("plots: " + ", ".join(str(p) for p in figures))
     print(f"full-benchmark finished in {time.time() - started:.0f} s")
     return 1 if result.failed else 0
-
-
-def run_status(args) -> int:
-    from ddg_sweep.jobs import STATES, build_plan, job_dir, log_progress, read_manifest
-
-    out = Path(args.output_dir)
-    if not out.is_dir():
-        raise UserError(f"{out} is not a sweep folder (it does not exist)")
-    jobs = read_manifest(out)
-    if not jobs:
-        raise UserError(f"{out} holds no jobs (no jobs.json, no runs/*/config.json); run `sweep` first")
-    plan = build_plan(jobs, out, detect_running=True)
-    running = []
-    for job in jobs:
-        if plan.states[job.job_id] != "running":
-            continue
-        step, rate = log_progress(job_dir(out, job))
-        eta = (job.steps - 1 - step) / rate if step is not None and rate else None
-        running.append({"job": job.describe(), "step": step, "steps": job.steps,
-                        "eta_s": round(eta) if eta is not None else None})
-    counts = plan.counts()
-    if args.format == "json":
-        print(json.dumps({"counts": counts, "running": running, "gpu_hours_left": round(plan.gpu_hours, 3)}))
-        return 0
-    print(f"{'dataset':14} " + " ".join(f"{s:>8}" for s in STATES) + f" {'total':>8}")
-    for name, c in list(counts["by_dataset"].items()) + [("all", counts["total"])]:
-        print(f"{name:14} " + " ".join(f"{c.get(s, 0):>8}" for s in STATES) + f" {c['total']:>8}")
-    for r in running:
-        eta = f"ETA {r['eta_s'] // 60}m{r['eta_s'] % 60:02d}s" if r["eta_s"] is not None else "ETA unknown"
-        print(f"running {r['job']}: step {r['step']}/{r['steps']}, {eta}")
-    print(f"estimated GPU-hours left: {plan.gpu_hours:.1f}")
-    return 0

@@ -6,16 +6,39 @@ import argparse
 from ddg_sweep.hparams import REGISTRY, resolve_hparams
 
 
+# Help for hyperparameters whose registry entry has none (the registry's own help wins).
+FALLBACK_HELP = {
+    "swad_n_converge": "SWAD: validation rounds without a new best before averaging starts",
+    "swad_n_tolerance": "SWAD: rounds the validation loss may stay above the tolerance before averaging stops",
+    "swad_tolerance_ratio": "SWAD: how far above its best the validation loss may rise (fraction)",
+}
+
+
+def _default_text(h) -> str:
+    """`paper X, demo Y` (or one value when they agree), read from the registry's defaults."""
+    from ddg_sweep.data.catalog import DATASETS
+
+    demo = next(name for name, spec in DATASETS.items() if spec.builtin)
+    paper, tiny = h.default("PACS", "paper"), h.default(demo, "tiny")
+    return f"default {paper}" if paper == tiny else f"default: paper {paper}, {demo} {tiny}"
+
+
 def add_hparam_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per hyperparameter (`--lmd`, `--cfg-scale`, ...); unset means the default."""
-    group = parser.add_argument_group("hyperparameters (default: the paper's; stored in hparams)")
+    from ddg_sweep.hparams import ALGORITHMS
+
+    group = parser.add_argument_group("hyperparameters (stored in hparams; default: the paper's, or the tiny "
+                                      "models' for DemoDigits)")
     for h in REGISTRY:
         if h.name == "models":
             continue  # --models is a top-level flag
         sample = h.default("PACS", "paper")
         kind = {bool: str, int: int, float: float}.get(type(sample), str)
+        text = h.help or FALLBACK_HELP.get(h.name) or h.name.replace("_", " ")
+        only = "" if set(h.algorithms) == set(ALGORITHMS) else f"; {', '.join(h.algorithms)} only"
         group.add_argument("--" + h.name.replace("_", "-"), dest=f"hp_{h.name}", type=kind,
-                           default=None, metavar=type(sample).__name__.upper(), help=h.help or None)
+                           default=None, metavar=type(sample).__name__.upper(),
+                           help=f"{text} ({_default_text(h)}{only})".replace("%", "%%"))
 
 
 def hparam_overrides(args: argparse.Namespace) -> dict:
@@ -24,7 +47,8 @@ def hparam_overrides(args: argparse.Namespace) -> dict:
 
 
 def add_location_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="folder holding the DomainBed dataset folders")
+    parser.add_argument("--data-dir", help="folder holding the DomainBed dataset folders (not needed for "
+                                           "DemoDigits, which is generated into the cache)")
     parser.add_argument("--student-path", help="student backbone folder or HF cache id")
     parser.add_argument("--clip-path", help="CLIP teacher folder or HF cache id")
     parser.add_argument("--sd-path", help="Stable Diffusion (diffusers format) folder or HF cache id")
@@ -32,23 +56,54 @@ def add_location_flags(parser: argparse.ArgumentParser) -> None:
                         help="model family (default: tiny for DemoDigits, paper otherwise)")
 
 
+def _steps_help() -> str:
+    from ddg_sweep.data.catalog import DATASETS
+
+    by_steps: dict[int, list[str]] = {}
+    for name, spec in DATASETS.items():
+        by_steps.setdefault(spec.default_steps, []).append(name)
+    from search_spaces import demo
+
+    preset = getattr(demo, "STEPS", None)
+    return "training steps (default: " + "; ".join(f"{steps} for {', '.join(names)}" for steps, names in
+                                                   by_steps.items()) + ")" + (
+        f"; the jobs of `--preset demo` run {preset}" if preset else "")
+
+
+def _freq_help() -> str:
+    from ddg_sweep.data.catalog import DATASETS
+
+    by_freq: dict[int, list[str]] = {}
+    for name, spec in DATASETS.items():
+        by_freq.setdefault(spec.checkpoint_freq, []).append(name)
+    return "evaluate and checkpoint every K steps (default: " + "; ".join(
+        f"{freq} for {', '.join(names)}" for freq, names in by_freq.items()) + ")"
+
+
 def register(subparsers) -> None:
+    from ddg_sweep.data.catalog import DATASETS
+    from ddg_sweep.hparams import ALGORITHMS
+
     parser = subparsers.add_parser("train", help="one leave-one-out run",
                                    description="Train one leave-one-out run and write DomainBed records.")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--algorithm", default="ERM")
-    parser.add_argument("--test-envs", type=int, nargs="+", required=True)
-    parser.add_argument("--steps", type=int, default=None,
-                        help="training steps (default: 8000, DemoDigits 120)")
-    parser.add_argument("--checkpoint-freq", type=int, default=None,
-                        help="evaluate and checkpoint every K steps (default: the dataset's)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--trial-seed", type=int, default=0)
-    parser.add_argument("--hparams-seed", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--holdout-fraction", type=float, default=0.2)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--num-workers", type=int, default=None, help="data loader workers per environment")
+    parser.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
+    parser.add_argument("--algorithm", default="ERM", help=f"one of {', '.join(ALGORITHMS)} (default ERM)")
+    parser.add_argument("--test-envs", type=int, nargs="+", required=True, metavar="ENV",
+                        help="index(es) of the held-out environment(s), e.g. 0 (see README, 'Real datasets')")
+    parser.add_argument("--steps", type=int, default=None, help=_steps_help())
+    parser.add_argument("--checkpoint-freq", type=int, default=None, help=_freq_help())
+    parser.add_argument("--output-dir", required=True, help="the run's folder (created; rerun to resume)")
+    parser.add_argument("--trial-seed", type=int, default=0,
+                        help="seed of the data split and the random hparams draw (default 0)")
+    parser.add_argument("--hparams-seed", type=int, default=0,
+                        help="0: the default hparams; N > 0: DomainBed's random draw number N (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of training: batches, noise (default 0)")
+    parser.add_argument("--holdout-fraction", type=float, default=0.2,
+                        help="fraction of each environment held out for validation (default 0.2)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="data loader workers per environment (default: 0 for DemoDigits, 4 for datasets "
+                             "read from disk)")
     add_location_flags(parser)
     add_hparam_flags(parser)
     parser.set_defaults(func=main)
