@@ -120,7 +120,7 @@ def train_job(config: dict) -> None:
 
     def on_checkpoint(record: dict, folder: Path) -> None:
         metrics = checkpoint_metrics(record, run_config)
-        for name in ("step", "images_per_s", "stage", "held_out_acc", "val_acc"):
+        for name in GAUGES:
             gauges[name].set(metrics[name], tags=tags)
         with tempfile.TemporaryDirectory(prefix="ddg-ckpt-") as marker:
             # The Tune checkpoint only points at the job; checkpoint.pt in the job folder is the state.
