@@ -154,7 +154,34 @@ def _sweep_options(args):
                         dashboard_port=args.dashboard_port, num_cpus=args.num_cpus)
 
 
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the entrypoint of a submitted Ray Job
+
+
+def ray_job_id() -> str | None:
+    """The submission id when this process is the entrypoint of `ray job submit`, else None."""
+    try:
+        config = json.loads(os.environ.get(RAY_JOB_ENV) or "{}")
+    except ValueError:
+        return None
+    return ((config.get("metadata") or {}) if isinstance(config, dict) else {}).get("job_submission_id")
+
+
+def _as_ray_job(args) -> None:
+    """A Ray Job's entrypoint attaches to the job's cluster and writes OUT where it outlives the job."""
+    job = ray_job_id()
+    if not job:
+        return
+    if not Path(args.output_dir).is_absolute():
+        raise UserError(f"--output-dir {args.output_dir} is relative, and Ray Job {job} runs in a temporary copy "
+                        "of its --working-dir that Ray deletes; pass an absolute --output-dir on storage every "
+                        "node shares")
+    if not args.address:
+        args.address = "auto"
+        print(f"running as Ray Job {job}: attaching to its cluster (--address auto)", flush=True)
+
+
 def _sweep(args):
+    _as_ray_job(args)
     jobs = _jobs(args)
     from ddg_sweep.jobs import validate_job
 
