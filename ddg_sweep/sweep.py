@@ -24,6 +24,7 @@ from ddg_sweep.errors import UserError
 from ddg_sweep.io import atomic_write_json
 from ddg_sweep.jobs import ERROR_FILE, Job, build_plan, job_dir, read_json, validate_job, write_manifest
 from ddg_sweep.lock import SweepLock, pid_alive
+from ddg_sweep.trackers import TrackingOptions
 
 FORWARDED_ENV = ("DDG_SWEEP_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME")
 FAULT_ENV = "DDG_SWEEP_FAULT_AFTER_STEP"  # tests only: every trial raises once after this step
@@ -41,6 +42,7 @@ class SweepOptions:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None
     num_cpus: int | None = None  # CPUs of a local cluster (default: all)
+    tracking: TrackingOptions = TrackingOptions()  # --tracker: TensorBoard, MLflow, W&B
 
 
 def check_data(jobs: list[Job], locations: dict) -> None:
@@ -336,6 +338,12 @@ def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: 
     from trainables import DDGTrial
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    trackers = []
+    if options.tracking.trackers:
+        from trainables.tracking import tracker_callbacks
+
+        trackers = tracker_callbacks(options.tracking, out, name, say)
     payloads = [_payload(job, configs[job.job_id], resources) for job in to_run]
     trainable = tune.with_resources(DDGTrial, resources)
     trainable.__name__ = trainable.__qualname__ = "DDGTrial"  # the class the dashboard's Actors page lists
@@ -345,10 +353,10 @@ def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: 
         tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=False,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
-            name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            name=name,
             storage_path=str(out / "ray_results"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            callbacks=[ProgressLines(len(to_run), say)],
+            callbacks=[ProgressLines(len(to_run), say), *trackers],
         ),
     )
     started = time.time()

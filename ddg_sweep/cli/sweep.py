@@ -14,6 +14,7 @@ from pathlib import Path
 from ddg_sweep.cli.status import estimate_basis
 from ddg_sweep.cli.train import add_hparam_flags, add_location_flags, hparam_overrides
 from ddg_sweep.errors import UserError
+from ddg_sweep.trackers import DEFAULT_PROJECT, EXTRA, TRACKERS, TrackingOptions, check_trackers
 
 DEFAULT_OUTPUT_DIR = "sweep_out"
 AGGREGATE_PAUSE_ENV = "DDG_SWEEP_AGGREGATE_PAUSE"  # seconds between aggregate and tables (tests only)
@@ -62,6 +63,13 @@ def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-dashboard", action="store_true", help="start the local cluster without dashboard")
     group.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")
     group.add_argument("--dashboard-port", type=int, help="dashboard port (default Ray's, 8265)")
+    group.add_argument("--tracker", action="append", choices=TRACKERS, default=None,
+                       help="also log every trial (hparams, checkpoint metrics) to this tracker; repeatable. "
+                            f"Needs the {EXTRA} extra: pip install -e \".[{EXTRA}]\"")
+    group.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a SQLite "
+                                            "store in OUT/mlruns, no server needed)")
+    group.add_argument("--tracking-project", default=DEFAULT_PROJECT,
+                       help=f"MLflow experiment and W&B project (default {DEFAULT_PROJECT})")
     group.add_argument("--device", default="auto", help="device of each run: auto, cpu or cuda")
     group.add_argument("--num-workers", type=int, help="data loader workers per environment")
 
@@ -151,7 +159,9 @@ def _sweep_options(args):
                         cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
                         max_failures=args.max_failures, retry_failed=args.retry_failed,
                         dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host,
-                        dashboard_port=args.dashboard_port, num_cpus=args.num_cpus)
+                        dashboard_port=args.dashboard_port, num_cpus=args.num_cpus,
+                        tracking=TrackingOptions(check_trackers(args.tracker), args.mlflow_uri,
+                                                 args.tracking_project))
 
 
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the entrypoint of a submitted Ray Job
@@ -182,6 +192,7 @@ def _as_ray_job(args) -> None:
 
 def _sweep(args):
     _as_ray_job(args)
+    check_trackers(args.tracker)  # a missing optional package is refused before anything else
     jobs = _jobs(args)
     from ddg_sweep.jobs import validate_job
 
