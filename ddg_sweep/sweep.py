@@ -338,6 +338,9 @@ def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: 
     from trainables import DDGTrial
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C is a KeyboardInterrupt here (below), not Tune's graceful stop that returns as if the
+    # sweep had ended and would report its unfinished jobs as failed.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     trackers = []
     if options.tracking.trackers:

@@ -99,3 +99,29 @@ def test_a_job_failing_every_attempt_is_failed_and_only_rerun_with_retry_failed(
     folder = out / "runs" / broken.job_id
     assert (folder / "done").exists() and read_steps(folder) == expected_steps(folder)
     assert not wait_until_gone(ray_root, 20)[1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_sweep_without_failing_its_jobs_and_the_same_command_resumes(tmp_path, ray_root):
+    out = tmp_path / "OUT"
+    args = ["sweep", "--space", space_file(tmp_path, [0], steps=120), "--output-dir", out, *RAY]
+    env = {"RAY_TMPDIR": ray_root}
+    driver = start(args, tmp_path / "sweep.log", env)
+    try:
+        wait_for(lambda: (out / "runs").is_dir() and len(read_steps(job_folders(out)[0])) >= 2, 120, "two records")
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        assert driver.wait(timeout=120) == 130, (tmp_path / "sweep.log").read_text()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert not wait_until_gone(ray_root, 20)[1]
+    (folder,) = job_folders(out)
+    assert not (folder / "error.json").exists() and not (folder / "done").exists()
+    stopped_at = checkpoint_step(folder)
+    status = json.loads(run_cli("status", out, "--job", folder.name, "--format", "json", check=True).stdout)
+    assert status["state"] in ("partial", "running")  # not failed: no --retry-failed needed
+    again = run_cli(*args, env=env, check=True)
+    assert "1 jobs to run" in again.stdout and "failed skipped" not in again.stdout
+    assert f"at step {stopped_at + 1} of 120" in (folder / "train.log").read_text()
+    assert read_steps(folder) == expected_steps(folder) and (folder / "done").exists()
