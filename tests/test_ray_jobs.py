@@ -66,7 +66,7 @@ def test_full_benchmark_submitted_as_a_ray_job_writes_its_tables_and_logs(head_w
     assert refused.value.code in (401, 403)
     wrong = ray_job("submit", "--address", address, "--no-wait", "--", "true",
                     env={**ENV, "RAY_AUTH_TOKEN": "not-the-token"}, timeout=120)
-    assert wrong.returncode != 0
+    assert wrong.returncode != 0 and "Invalid authentication token" in wrong.stdout + wrong.stderr
 
     out = tmp_path / "OUT"
     sweep = ["python", "-m", "ddg_sweep.run", "full-benchmark", "--preset", "demo", "--algorithms", "ERM",
