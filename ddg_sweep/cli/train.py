@@ -13,7 +13,7 @@ def add_hparam_flags(parser: argparse.ArgumentParser) -> None:
         if h.name == "models":
             continue  # --models is a top-level flag
         sample = h.default("PACS", "paper")
-        kind = {bool: str, int: int, float: float}.get(type(sample), str)
+        kind = h.convert or {bool: str, int: int, float: float}.get(type(sample), str)
         group.add_argument("--" + h.name.replace("_", "-"), dest=f"hp_{h.name}", type=kind,
                            default=None, metavar=type(sample).__name__.upper(), help=h.help or None)
 

@@ -185,7 +185,7 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
         stats["unfinished_runs_skipped"] = stats["unfinished_runs"]
         runs = [run for run in runs if run.finished]
 
-    run_rows, hparams, kept_runs, tables = [], [], [], []
+    run_rows, hparams, kept_runs, tables, protocols = [], [], [], [], {}
     batch = Batch()
     for run in runs:
         content = _read_file(os.path.join(run.path, RESULTS_FILE))
@@ -207,6 +207,7 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
         n_envs = _env_count(header)
         batch.add(content, len(run_rows), n_envs)
         run_rows.append(_run_row(run, header, n_envs))
+        protocols.setdefault(header["args"].get("protocol_version"), run.run_id)
         hp = header.get("hparams")
         hparams.append(hp if isinstance(hp, dict) else {})
         kept_runs.append(run)
@@ -216,6 +217,7 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
     if batch.contents:
         tables.append(batch.parse(stats))
 
+    _check_one_protocol(protocols, input_dir)
     records = _assemble(tables, run_rows, hparams, stats)
     swad = read_swad(kept_runs, run_rows, stats)
     stats["records"] = len(records)
@@ -227,6 +229,16 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
         raise UserError(f"no records found below {input_dir}{hint}; point --input-dir at a "
                         "folder holding <run>/results.jsonl files")
     return SweepRecords(records, swad, stats)
+
+
+def _check_one_protocol(protocols: dict, input_dir: Path) -> None:
+    """Runs of different ddg-sweep protocol versions compute different things under the same
+    hparam names (version 2 changed what `lmd` means): never average them together."""
+    known = {version: run for version, run in protocols.items() if version is not None}
+    if len(known) > 1:
+        listed = ", ".join(f"{version} (e.g. {run})" for version, run in sorted(known.items()))
+        raise UserError(f"{input_dir} mixes runs of protocol versions {listed}; their hparams mean "
+                        "different things: aggregate each version's runs from separate folders")
 
 
 def _index_of_good(lines: list[bytes], tried: int) -> int:
