@@ -13,7 +13,7 @@ import sys
 
 from ddg_sweep.errors import UserError
 
-COMMAND_MODULES = ("train", "report", "sweep", "bench")
+COMMAND_MODULES = ("train", "report", "sweep", "bench", "teachers")
 
 
 def build_parser() -> argparse.ArgumentParser:
