@@ -38,7 +38,7 @@ def test_fixture_table_parquet_schema(fixture_aggregate):
     out, _ = fixture_aggregate
     table = pd.read_parquet(out / "table.parquet")
     assert list(table.columns) == ["selection", "dataset", "algorithm", "test_env", "env_name",
-                                   "mean", "sem", "n"]
+                                   "mean", "sem", "n", "complete", "ties"]
     assert set(table["selection"]) == {"iid", "oracle", "loo"}
     iid = table[(table["selection"] == "iid")].set_index("test_env")
     assert iid.loc[0, "env_name"] == "C" and iid.loc[0, "n"] == 2

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ddg_sweep.errors import UserError
+from ddg_sweep.provenance import PROVENANCE_FILE, read_provenance
 from ddg_sweep.report.jsonl import BATCH_BYTES, RUN_TAG, Batch, strip_run_constants
 
 RESULTS_FILE = "results.jsonl"
@@ -45,6 +46,7 @@ class _RunFile:
     path: str
     finished: bool
     has_swad: bool
+    has_provenance: bool = False
 
 
 def find_runs(input_dir: Path) -> list[_RunFile]:
@@ -63,14 +65,17 @@ def find_runs(input_dir: Path) -> list[_RunFile]:
             # Three stats per run folder are cheaper than listing it.
             if exists(os.path.join(path, RESULTS_FILE)):
                 # A run folder's sub-folders (checkpoints, ...) are not runs.
-                found.append(_RunFile(os.path.relpath(path, root), path,
+                found.append(_RunFile(path[len(root) + 1:] if path.startswith(root + os.sep)
+                                      else os.path.relpath(path, root), path,
                                       exists(os.path.join(path, DONE_FILE)),
-                                      exists(os.path.join(path, SWAD_FILE))))
+                                      exists(os.path.join(path, SWAD_FILE)),
+                                      exists(os.path.join(path, PROVENANCE_FILE))))
             else:
                 pending.append(path)
     if exists(os.path.join(root, RESULTS_FILE)):  # the input folder is itself one run
         found.append(_RunFile(".", root, exists(os.path.join(root, DONE_FILE)),
-                              exists(os.path.join(root, SWAD_FILE))))
+                              exists(os.path.join(root, SWAD_FILE)),
+                              exists(os.path.join(root, PROVENANCE_FILE))))
     found.sort(key=lambda run: run.run_id)
     return found
 
@@ -148,6 +153,8 @@ def _run_row(run: _RunFile, header: dict, n_envs: int) -> dict:
         "steps": int(args.get("steps") or -1),
         "holdout_fraction": float(args.get("holdout_fraction") or float("nan")),
         "n_envs": n_envs,
+        **({f"prov_{k}": v for k, v in read_provenance(run.path).items()}
+           if run.has_provenance else {}),
     }
 
 
@@ -255,7 +262,8 @@ def _assemble(tables, run_rows, hparams, stats) -> pd.DataFrame:
     frame = frame[good]
     run_index = frame.pop(RUN_TAG).to_numpy(dtype=np.int64)
     runs = pd.DataFrame(run_rows)
-    runs = runs.astype({name: "category" for name in CATEGORY_COLUMNS}).join(
+    categories = [*CATEGORY_COLUMNS, *(c for c in runs if c.startswith("prov_"))]
+    runs = runs.astype({name: "category" for name in categories}).join(
         hparams_frame(hparams))
     out = runs.iloc[run_index].reset_index(drop=True)
     record_part = frame.reset_index(drop=True)
