@@ -54,7 +54,11 @@ def test_tables_text_is_domainbed_output(agg_dir, tmp_path):
 def test_tables_markdown_with_paper_rows_and_missing_cells(agg_dir, capsys):
     assert run_cli(["tables", "--input", agg_dir, "--format", "markdown"]) == 0
     text = capsys.readouterr().out
-    assert "| ERM | 98.0 ± 0.2 | 64.2 ± 0.8 | 74.1 ± 0.4 | 77.1 ± 0.2 | 78.3 |" in text
+    # environments written out; two trial seeds: the standard error and (n=2)
+    assert "| Algorithm | Caltech101 | LabelMe | SUN09 | VOC2007 | Avg |" in text
+    assert ("| ERM | 98.0 ± 0.2 (n=2) | 64.2 ± 0.8 (n=2) | 74.1 ± 0.4 (n=2) | 77.1 ± 0.2 (n=2) "
+            "| 78.3 |") in text
+    assert "(n=k): the number rests on k trial seeds" in text
     for name, values, avg in PAPER_REFERENCE_ROWS:
         assert f"{name} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {avg:.2f} |" in text
     paper_erm = [l for l in text.splitlines() if l.startswith("| ERM (ours, iid)")][0]
