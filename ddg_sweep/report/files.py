@@ -17,8 +17,17 @@ TEXT_TABLES_FILE = "tables.txt"
 
 
 def atomic_write_parquet(path: Path, frame) -> Path:
+    """Write `frame` as parquet atomically. Dictionary encoding only for text columns (numbers
+    gain nothing from it and it triples the write time); zstd keeps the file small."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    text = [field.name for field in table.schema
+            if pa.types.is_dictionary(field.type) or pa.types.is_string(field.type)
+            or pa.types.is_large_string(field.type)]
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    pq.write_table(table, buffer, compression="zstd", use_dictionary=text)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
 

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ddg_sweep.errors import UserError
 from ddg_sweep.provenance import PROVENANCE_FILE, read_provenance
-from ddg_sweep.report.jsonl import BATCH_BYTES, RUN_TAG, Batch, strip_run_constants
+from ddg_sweep.report.headers import hparams_frame, hparams_of_lines
+from ddg_sweep.report.jsonl import BATCH_BYTES, RUN_TAG, Batch
 
 RESULTS_FILE = "results.jsonl"
 DONE_FILE = "done"
@@ -158,27 +160,6 @@ def _run_row(run: _RunFile, header: dict, n_envs: int) -> dict:
     }
 
 
-def hparams_frame(hparams_dicts: list[dict]) -> pd.DataFrame:
-    """`hp_<name>` columns with one dtype each: bool, int64, float64 or string."""
-    raw = pd.DataFrame.from_records(hparams_dicts)
-    columns = {}
-    for name in sorted(raw.columns):
-        values = raw[name]
-        present = values.dropna()
-        kinds = {type(v) for v in present}
-        if kinds and kinds <= {bool}:
-            column = values.astype("boolean")
-        elif kinds and kinds <= {int}:
-            column = values.astype("Int64")
-        elif kinds and kinds <= {int, float}:
-            column = values.astype("float64")
-        else:
-            column = values.map(lambda v: v if v is None or isinstance(v, str)
-                                else json.dumps(v), na_action="ignore").astype("string")
-        columns[f"hp_{name}"] = column
-    return pd.DataFrame(columns, index=raw.index)
-
-
 def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
     """Read a sweep; raises UserError when the folder is missing or holds no records."""
     input_dir = Path(input_dir)
@@ -192,7 +173,7 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
         stats["unfinished_runs_skipped"] = stats["unfinished_runs"]
         runs = [run for run in runs if run.finished]
 
-    run_rows, hparams, kept_runs, tables = [], [], [], []
+    read, tables, careful = [], [], False
     batch = Batch()
     for run in runs:
         content = _read_file(os.path.join(run.path, RESULTS_FILE))
@@ -200,31 +181,22 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
             continue
         content, truncated = _drop_truncated_tail(content)
         stats["malformed_lines"] += truncated
-        header, tried = _first_good_line(content)
-        if header is None:
-            stats["malformed_lines"] += tried
+        first_line = _first_line(content)
+        if first_line is None:
             continue
-        stats["malformed_lines"] += tried - 1
-        if tried > 1 or not content.startswith(b"{"):
-            # lines before the first good one were counted: keep them out
-            lines = content.splitlines(keepends=True)
-            content = b"".join(lines[_index_of_good(lines, tried):])
-        first_line = content[:content.find(b"\n") + 1]
-        content = strip_run_constants(content, first_line, header)
-        n_envs = _env_count(header)
-        batch.add(content, len(run_rows), n_envs)
-        run_rows.append(_run_row(run, header, n_envs))
-        hp = header.get("hparams")
-        hparams.append(hp if isinstance(hp, dict) else {})
-        kept_runs.append(run)
+        batch.add(content, len(read), _env_count_of_line(first_line))
+        read.append((run, content, first_line))
         if batch.size >= BATCH_BYTES:
             tables.append(batch.parse(stats))
+            careful |= batch.fell_back
             batch = Batch()
     if batch.contents:
         tables.append(batch.parse(stats))
+        careful |= batch.fell_back
 
-    records = _assemble(tables, run_rows, hparams, stats)
-    swad = read_swad(kept_runs, run_rows, stats)
+    records, runs_frame = _assemble(tables, read, careful, stats)
+    swad = read_swad([read[i][0] for i in runs_frame.index] if len(runs_frame) else [],
+                     runs_frame, stats)
     stats["records"] = len(records)
     stats["runs"] = int(records["run_id"].nunique()) if len(records) else 0
     stats["finished_runs"] = stats["runs_found"] - stats["unfinished_runs"]
@@ -236,43 +208,119 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
     return SweepRecords(records, swad, stats)
 
 
-def _index_of_good(lines: list[bytes], tried: int) -> int:
-    """Index in `lines` of the `tried`-th non-blank line."""
-    seen = 0
-    for index, line in enumerate(lines):
-        if line.strip():
-            seen += 1
-            if seen == tried:
-                return index
-    return len(lines)
+def _first_line(content: bytes) -> bytes | None:
+    """The first non-blank line (with its newline), or None for a blank file."""
+    start = 0
+    while start < len(content):
+        end = content.find(b"\n", start)
+        end = len(content) if end < 0 else end + 1
+        if content[start:end].strip():
+            return content[start:end]
+        start = end
+    return None
+
+
+_ENV_IN_LINE = re.compile(rb'"env(\d+)_(?:in|out)_acc"')
+
+
+def _env_count_of_line(line: bytes) -> int:
+    return max((int(m) for m in _ENV_IN_LINE.findall(line)), default=-1) + 1
 
 
 CATEGORY_COLUMNS = ("run_id", "job_id", "dataset", "algorithm", "test_envs")
+ARG_COLUMNS = ("dataset", "algorithm", "test_envs", "trial_seed", "hparams_seed", "seed",
+               "steps", "holdout_fraction")
 
 
-def _assemble(tables, run_rows, hparams, stats) -> pd.DataFrame:
-    if not run_rows:
-        return pd.DataFrame()
+def _valid_rows(table: pa.Table) -> pa.Array:
+    """A record counts when it parsed, has a step and the args that place it in a group."""
+    args = table.column("args")
+    valid = pc.and_(pc.is_valid(table.column(RUN_TAG)), pc.is_valid(table.column("step")))
+    for name in ("dataset", "algorithm", "trial_seed", "hparams_seed"):
+        valid = pc.and_(valid, pc.is_valid(pc.struct_field(args, name)))
+    lengths = pc.fill_null(pc.list_value_length(pc.struct_field(args, "test_envs")), 0)
+    return pc.and_(valid, pc.greater(lengths, 0))
+
+
+def _run_frame(first: pa.Table, read, careful: bool) -> pd.DataFrame:
+    """One row per run with records, from its first good record (docs/report.md)."""
+    args = first.column("args")
+    runs = pd.DataFrame({name: pc.struct_field(args, name).to_pandas() for name in ARG_COLUMNS
+                         if name != "test_envs"})
+    envs = pc.struct_field(args, "test_envs").to_pylist()
+    index = first.column(RUN_TAG).to_numpy()
+    runs.index = index
+    run_files = [read[i][0] for i in index]
+    runs.insert(0, "run_id", [run.run_id for run in run_files])
+    job_ids = first.column("job_id").to_pylist()
+    runs.insert(1, "job_id", [job or Path(run.run_id).name for job, run in zip(job_ids, run_files)])
+    runs.insert(2, "finished", [run.finished for run in run_files])
+    runs["test_envs"] = [",".join(map(str, e)) for e in envs]
+    runs["n_test_envs"] = np.array([len(e) for e in envs], dtype=np.int64)
+    runs["test_env"] = np.array([e[0] for e in envs], dtype=np.int64)
+    runs["test_env2"] = np.array([e[1] if len(e) > 1 else -1 for e in envs], dtype=np.int64)
+    runs["seed"] = runs["seed"].fillna(0).astype("int64")
+    runs["steps"] = runs["steps"].fillna(-1).astype("int64")
+    runs["holdout_fraction"] = runs["holdout_fraction"].astype("float64")
+    n_envs = np.zeros(len(runs), dtype=np.int64)
+    env = 0
+    while f"env{env}_out_acc" in first.column_names:
+        present = first.column(f"env{env}_out_acc").is_valid().to_numpy(zero_copy_only=False)
+        n_envs = np.where(present, env + 1, n_envs)
+        env += 1
+    runs["n_envs"] = n_envs
+    runs = runs[["run_id", "job_id", "finished", "dataset", "algorithm", "test_envs", "n_test_envs",
+                 "test_env", "test_env2", "trial_seed", "hparams_seed", "seed", "steps",
+                 "holdout_fraction", "n_envs"]]
+    provenance = [{f"prov_{k}": v for k, v in read_provenance(run.path).items()}
+                  if run.has_provenance else {} for run in run_files]
+    if any(provenance):
+        runs = runs.join(pd.DataFrame(provenance, index=runs.index))
+    first_lines = [read[i][2] for i in index]
+    if careful or not bool(first.column("first_in_file").to_numpy().all()):
+        hparams = hparams_frame([_hparams_of(read[i][1]) for i in index])
+    else:
+        hparams = hparams_of_lines(first_lines)
+    hparams.index = runs.index
+    categories = [*CATEGORY_COLUMNS, *(c for c in runs if c.startswith("prov_"))]
+    return runs.astype({name: "category" for name in categories}).join(hparams)
+
+
+def _hparams_of(content: bytes) -> dict:
+    header, _ = _first_good_line(content)
+    hparams = header.get("hparams") if header else None
+    return hparams if isinstance(hparams, dict) else {}
+
+
+def _assemble(tables, read, careful: bool, stats) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not tables:
+        return pd.DataFrame(), pd.DataFrame()
     table = pa.concat_tables(tables, promote_options="default")
+    tags = table.column(RUN_TAG).to_numpy(zero_copy_only=False)
+    valid = _valid_rows(table)
+    stats["malformed_lines"] += int(len(table) - pc.sum(valid).as_py() if len(table) else 0)
+    # A run's first row in the table is its file's first line unless a batch fell back.
+    _, starts = np.unique(np.where(np.isnan(tags.astype(float)), -1, tags), return_index=True)
+    table = table.filter(valid)
+    if not len(table):
+        return pd.DataFrame(), pd.DataFrame()
+    tags = table.column(RUN_TAG).to_numpy()
+    run_order, first_rows = np.unique(tags, return_index=True)
+    kept_starts = pc.filter(pa.array(np.arange(len(valid))), valid).to_numpy()[first_rows]
+    first = table.take(first_rows).append_column(
+        "first_in_file", pa.array(np.isin(kept_starts, starts)))
+    runs = _run_frame(first, read, careful)
     stage = table.column("stage").dictionary_encode()
     table = table.set_column(table.schema.get_field_index("stage"), "stage", stage)
-    frame = table.to_pandas()
-    good = frame[RUN_TAG].notna() & frame["step"].notna()
-    stats["malformed_lines"] += int((~good).sum())
-    frame = frame[good]
-    run_index = frame.pop(RUN_TAG).to_numpy(dtype=np.int64)
-    runs = pd.DataFrame(run_rows)
-    categories = [*CATEGORY_COLUMNS, *(c for c in runs if c.startswith("prov_"))]
-    runs = runs.astype({name: "category" for name in categories}).join(
-        hparams_frame(hparams))
-    out = runs.iloc[run_index].reset_index(drop=True)
-    record_part = frame.reset_index(drop=True)
-    record_part["step"] = record_part["step"].astype("int64")
-    env_columns = sorted((c for c in record_part if ENV_KEY.match(c)),
+    frame = table.drop_columns(["args", "job_id", RUN_TAG]).to_pandas()
+    frame["step"] = frame["step"].astype("int64")
+    env_columns = sorted((c for c in frame if ENV_KEY.match(c)),
                          key=lambda c: (int(ENV_KEY.match(c).group(1)), c.endswith("out_acc")))
-    record_part = record_part[[c for c in record_part if c not in env_columns] + env_columns]
-    out = pd.concat([out, record_part], axis=1)
-    return add_selection_columns(out)
+    frame = frame[[c for c in frame if c not in env_columns] + env_columns]
+    positions = np.searchsorted(run_order, tags)
+    out = runs.iloc[positions].reset_index(drop=True)
+    out = pd.concat([out, frame.reset_index(drop=True)], axis=1)
+    return add_selection_columns(out), runs
 
 
 def add_selection_columns(records: pd.DataFrame) -> pd.DataFrame:
@@ -297,17 +345,23 @@ def add_selection_columns(records: pd.DataFrame) -> pd.DataFrame:
     return records
 
 
-def read_swad(runs: list[_RunFile], run_rows: list[dict], stats: dict) -> pd.DataFrame:
-    """One row per run with a swad.json: run keys, env accuracies, SWAD window, hp_*."""
+def read_swad(runs: list[_RunFile], runs_frame: pd.DataFrame, stats: dict) -> pd.DataFrame:
+    """One row per run with a swad.json: run keys, env accuracies, SWAD window, hp_*.
+
+    `runs`: the runs with records, in the order of `runs_frame`'s rows (their run keys,
+    used when a swad.json lacks its own `args`)."""
     rows, hparams = [], []
-    row_of = {row["run_id"]: row for row in run_rows}
-    for run in runs:
+    for position, run in enumerate(runs):
         if not run.has_swad:
             continue
         try:
             swad = json.loads(_read_file(os.path.join(run.path, SWAD_FILE)))
-            base = (_run_row(run, swad, _env_count(swad)) if _has_required_args(swad)
-                    else dict(row_of[run.run_id]))
+            if _has_required_args(swad):
+                base = _run_row(run, swad, _env_count(swad))
+            else:
+                known = runs_frame.iloc[position]
+                base = {k: (v.item() if hasattr(v, "item") else v)
+                        for k, v in known.items() if not k.startswith("hp_")}
         except (OSError, ValueError, KeyError, TypeError):
             stats["malformed_swad"] += 1
             continue
