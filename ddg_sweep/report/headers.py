@@ -61,11 +61,37 @@ def _from_arrow(hparams: pa.Array, n_rows: int) -> pd.DataFrame | None:
     return pd.DataFrame({name: columns[name] for name in sorted(columns)}, index=range(n_rows))
 
 
+_KEY = b'"hparams": {'
+
+
+def hparams_text(line: bytes) -> bytes | None:
+    """The text of a line's top-level, flat `hparams` object, or None when unsure.
+
+    The object runs from `"hparams": {` to the first `}`; a nested object or a
+    string holding `}` cuts it short and makes it invalid JSON, which the parse
+    below rejects (then json.loads decides). A second `"hparams": {` (an object of
+    that name nested elsewhere) also returns None."""
+    start = line.find(_KEY)
+    if start < 0 or line.find(_KEY, start + 1) >= 0:
+        return None
+    start += len(_KEY) - 1
+    end = line.find(b"}", start)
+    return line[start:end + 1] if end > 0 else None
+
+
 def hparams_columns(first_lines: list[bytes]) -> pd.DataFrame | None:
-    """hp_* columns, one row per first line, or None when the fast path does not apply."""
+    """hp_* columns, one row per first line, or None when the fast path does not apply.
+
+    Runs mostly share their hparams text, so each distinct text is parsed once
+    (pyarrow, schema inferred in one block) and the rows are spread back."""
     if not first_lines:
         return pd.DataFrame()
-    buffer = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in first_lines)
+    texts = [hparams_text(line) for line in first_lines]
+    if any(text is None for text in texts):
+        return None
+    distinct = list(dict.fromkeys(texts))
+    position = {text: index for index, text in enumerate(distinct)}
+    buffer = b"".join(b'{"hparams": ' + text + b"}\n" for text in distinct)
     options = pa_json.ParseOptions(explicit_schema=pa.schema([]),
                                    unexpected_field_behavior="infer")
     try:
@@ -73,11 +99,10 @@ def hparams_columns(first_lines: list[bytes]) -> pd.DataFrame | None:
                                   read_options=pa_json.ReadOptions(block_size=len(buffer) + 1))
     except (pa.ArrowInvalid, ValueError):
         return None
-    if table.num_rows != len(first_lines):
+    if table.num_rows != len(distinct) or "hparams" not in table.column_names:
         return None
-    if "hparams" not in table.column_names:
-        return pd.DataFrame(index=range(len(first_lines)))
-    return _from_arrow(table.column("hparams").combine_chunks(), len(first_lines))
+    rows = pa.array(np.array([position[text] for text in texts], dtype=np.int64))
+    return _from_arrow(table.column("hparams").combine_chunks().take(rows), len(first_lines))
 
 
 def hparams_of_lines(first_lines: list[bytes]) -> pd.DataFrame:

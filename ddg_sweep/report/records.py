@@ -52,32 +52,31 @@ class _RunFile:
 
 
 def find_runs(input_dir: Path) -> list[_RunFile]:
-    """Every folder below `input_dir` holding a results.jsonl, sorted by relative path."""
+    """Every folder below `input_dir` holding a results.jsonl, sorted by relative path.
+
+    Each folder is listed once (one scandir gives its files and sub-folders); a run
+    folder's sub-folders (checkpoints, ...) are not searched, except the input
+    folder's when it is itself a run."""
     found: list[_RunFile] = []
     root = os.fspath(input_dir)
+    prefix = root.rstrip(os.sep) + os.sep
     pending = [root]
-    exists = os.path.exists
     while pending:
         folder = pending.pop()
         try:
-            subfolders = [entry.path for entry in os.scandir(folder) if entry.is_dir()]
+            with os.scandir(folder) as listing:
+                entries = list(listing)
         except OSError:
             continue
-        for path in subfolders:
-            # Three stats per run folder are cheaper than listing it.
-            if exists(os.path.join(path, RESULTS_FILE)):
-                # A run folder's sub-folders (checkpoints, ...) are not runs.
-                found.append(_RunFile(path[len(root) + 1:] if path.startswith(root + os.sep)
-                                      else os.path.relpath(path, root), path,
-                                      exists(os.path.join(path, DONE_FILE)),
-                                      exists(os.path.join(path, SWAD_FILE)),
-                                      exists(os.path.join(path, PROVENANCE_FILE))))
-            else:
-                pending.append(path)
-    if exists(os.path.join(root, RESULTS_FILE)):  # the input folder is itself one run
-        found.append(_RunFile(".", root, exists(os.path.join(root, DONE_FILE)),
-                              exists(os.path.join(root, SWAD_FILE)),
-                              exists(os.path.join(root, PROVENANCE_FILE))))
+        names = {entry.name for entry in entries}
+        if RESULTS_FILE in names:
+            run_id = "." if folder == root else (
+                folder[len(prefix):] if folder.startswith(prefix) else os.path.relpath(folder, root))
+            found.append(_RunFile(run_id, folder, DONE_FILE in names, SWAD_FILE in names,
+                                  PROVENANCE_FILE in names))
+            if folder != root:
+                continue
+        pending += [entry.path for entry in entries if entry.is_dir()]
     found.sort(key=lambda run: run.run_id)
     return found
 
@@ -185,7 +184,7 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
         if first_line is None:
             continue
         batch.add(content, len(read), _env_count_of_line(first_line))
-        read.append((run, content, first_line))
+        read.append((run, first_line))  # not the content: a 1M-record sweep holds 1.3 GB of it
         if batch.size >= BATCH_BYTES:
             tables.append(batch.parse(stats))
             careful |= batch.fell_back
@@ -253,7 +252,7 @@ def _run_frame(first: pa.Table, read, careful: bool) -> pd.DataFrame:
     run_files = [read[i][0] for i in index]
     runs.insert(0, "run_id", [run.run_id for run in run_files])
     job_ids = first.column("job_id").to_pylist()
-    runs.insert(1, "job_id", [job or Path(run.run_id).name for job, run in zip(job_ids, run_files)])
+    runs.insert(1, "job_id", [job or os.path.basename(run.path) for job, run in zip(job_ids, run_files)])
     runs.insert(2, "finished", [run.finished for run in run_files])
     runs["test_envs"] = [",".join(map(str, e)) for e in envs]
     runs["n_test_envs"] = np.array([len(e) for e in envs], dtype=np.int64)
@@ -276,9 +275,9 @@ def _run_frame(first: pa.Table, read, careful: bool) -> pd.DataFrame:
                   if run.has_provenance else {} for run in run_files]
     if any(provenance):
         runs = runs.join(pd.DataFrame(provenance, index=runs.index))
-    first_lines = [read[i][2] for i in index]
+    first_lines = [read[i][1] for i in index]
     if careful or not bool(first.column("first_in_file").to_numpy().all()):
-        hparams = hparams_frame([_hparams_of(read[i][1]) for i in index])
+        hparams = hparams_frame([_hparams_of(read[i][0]) for i in index])
     else:
         hparams = hparams_of_lines(first_lines)
     hparams.index = runs.index
@@ -286,7 +285,8 @@ def _run_frame(first: pa.Table, read, careful: bool) -> pd.DataFrame:
     return runs.astype({name: "category" for name in categories}).join(hparams)
 
 
-def _hparams_of(content: bytes) -> dict:
+def _hparams_of(run: _RunFile) -> dict:
+    content, _ = _drop_truncated_tail(_read_file(os.path.join(run.path, RESULTS_FILE)) or b"")
     header, _ = _first_good_line(content)
     hparams = header.get("hparams") if header else None
     return hparams if isinstance(hparams, dict) else {}

@@ -58,11 +58,36 @@ def _take(column: pd.Series, rows: np.ndarray):
     return column.to_numpy()[rows]
 
 
+def _ranks(values) -> tuple[np.ndarray, int]:
+    """Order-preserving dense ranks (categoricals by their categories' sorted names)."""
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        names = np.asarray(values.categories, dtype=str)
+        rank_of_code = np.argsort(np.argsort(names, kind="stable"), kind="stable")
+        return rank_of_code[np.asarray(values.codes)], len(names)
+    values = np.asarray(values)
+    if values.dtype == object:
+        values = values.astype(str)
+    unique, inverse = np.unique(values, return_inverse=True)
+    return inverse.reshape(-1), len(unique)
+
+
+def _codes(view: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """int64 codes of GROUP_KEYS and RUN_KEYS that sort like the keys themselves."""
+    code = np.zeros(len(view), dtype=np.int64)
+    for key in GROUP_KEYS:
+        ranks, size = _ranks(view[key].array if key in ("dataset", "algorithm")
+                             else view[key].to_numpy())
+        code = code * max(size, 1) + ranks
+    ranks, size = _ranks(view["hparams_seed"].to_numpy())
+    return code, code * max(size, 1) + ranks
+
+
 def explode_by_test_env(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (record, group): single-test-env records once, pairs twice.
 
     Columns: RUN_KEYS, order, step, n_test_envs, other_env, n_envs,
-    test_in_acc, test_out_acc, other_in_acc, val_acc.
+    test_in_acc, test_out_acc, other_in_acc, val_acc, and `group` / `run`: int64
+    codes of GROUP_KEYS / RUN_KEYS that sort as the keys do (fast sorting).
     """
     frame = frame.reset_index(drop=True)
     in_acc, out_acc = _env_matrix(frame, "in"), _env_matrix(frame, "out")
@@ -91,6 +116,7 @@ def explode_by_test_env(frame: pd.DataFrame) -> pd.DataFrame:
         "other_in_acc": _pick(in_acc[rows], other_env),
         "val_acc": frame["val_acc"].to_numpy()[rows],
     })
+    view["group"], view["run"] = _codes(view)
     return view
 
 
@@ -101,16 +127,17 @@ def best_run_per_group(run_accs: pd.DataFrame) -> pd.DataFrame:
     record's `order` and `step`.
     """
     run_accs = run_accs.dropna(subset=["val_acc"])
-    run_accs = run_accs.sort_values(GROUP_KEYS + ["val_acc", "hparams_seed"], kind="stable")
-    groups = run_accs.groupby(GROUP_KEYS, sort=False, observed=True)
+    # `run` sorts like (GROUP_KEYS, hparams_seed): val_acc, then hparams_seed inside a group
+    run_accs = run_accs.sort_values(["group", "val_acc", "run"], kind="stable")
+    groups = run_accs.groupby("group", sort=False)
     best_val = groups["val_acc"].transform("max")
     at_best = run_accs[run_accs["val_acc"] == best_val]
-    tie_stats = at_best.groupby(GROUP_KEYS, sort=False, observed=True)["test_acc"].agg(
+    tie_stats = at_best.groupby("group", sort=False)["test_acc"].agg(
         tied_runs="size", distinct_tests="nunique")
-    chosen = groups.tail(1).merge(tie_stats.reset_index(), on=GROUP_KEYS, how="left")
+    chosen = groups.tail(1).merge(tie_stats.reset_index(), on="group", how="left")
     chosen["tied_runs"] = chosen["tied_runs"].astype("int64")
     chosen["tie_decided"] = chosen["distinct_tests"].to_numpy() > 1
-    return chosen[SELECTED_COLUMNS].sort_values(GROUP_KEYS).reset_index(drop=True)
+    return chosen.sort_values("group")[SELECTED_COLUMNS].reset_index(drop=True)
 
 
 class SelectionMethod(abc.ABC):
@@ -146,9 +173,9 @@ class IIDSelection(SelectionMethod):
     @classmethod
     def run_accs(cls, view):
         singles = view[(view["n_test_envs"] == 1) & view["val_acc"].notna()]
-        ranked = singles.sort_values(RUN_KEYS + ["val_acc", "order"],
-                                     ascending=[True] * 5 + [False, True], kind="stable")
-        best = ranked.drop_duplicates(RUN_KEYS, keep="first")
+        ranked = singles.sort_values(["run", "val_acc", "order"],
+                                     ascending=[True, False, True], kind="stable")
+        best = ranked.drop_duplicates("run", keep="first")
         return best.assign(test_acc=best["test_in_acc"])
 
 
@@ -163,8 +190,8 @@ class OracleSelection(SelectionMethod):
     @classmethod
     def run_accs(cls, view):
         singles = view[view["n_test_envs"] == 1]
-        last = singles.sort_values(RUN_KEYS + ["step", "order"], kind="stable").drop_duplicates(
-            RUN_KEYS, keep="last")
+        last = singles.sort_values(["run", "step", "order"], kind="stable").drop_duplicates(
+            "run", keep="last")
         return last.assign(val_acc=last["test_out_acc"], test_acc=last["test_in_acc"])
 
 
@@ -180,10 +207,11 @@ class LeaveOneOutSelection(SelectionMethod):
 
     @classmethod
     def run_accs(cls, view):
-        step_keys = RUN_KEYS + ["step"]
+        step_keys = ["run", "step"]
         singles = view[view["n_test_envs"] == 1]
-        counts = singles.groupby(step_keys, sort=False, observed=True)["order"].transform("size")
-        tests = singles[counts == 1][step_keys + ["test_in_acc", "n_envs", "order"]]
+        counts = singles.groupby(step_keys, sort=False)["order"].transform("size")
+        tests = singles[counts == 1][RUN_KEYS + ["group", "run", "step", "test_in_acc", "n_envs",
+                                                 "order"]]
 
         pairs = view[(view["n_test_envs"] == 2)]
         pairs = pairs.drop_duplicates(step_keys + ["other_env"], keep="last")
@@ -204,9 +232,9 @@ class LeaveOneOutSelection(SelectionMethod):
             merged["val_acc"] = np.where(complete, val_sum / (n_envs - 1), np.nan)
         merged["test_acc"] = merged["test_in_acc"]
         merged = merged.dropna(subset=["val_acc"])
-        ranked = merged.sort_values(RUN_KEYS + ["val_acc", "step"],
-                                    ascending=[True] * 5 + [False, True], kind="stable")
-        return ranked.drop_duplicates(RUN_KEYS, keep="first")
+        ranked = merged.sort_values(["run", "val_acc", "step"],
+                                    ascending=[True, False, True], kind="stable")
+        return ranked.drop_duplicates("run", keep="first")
 
 
 class SwadSelection(SelectionMethod):
