@@ -12,7 +12,6 @@ from ddg_sweep.cli import report
 from ddg_sweep.errors import UserError
 from ddg_sweep.report.tables import PAPER_REFERENCE_ROWS, write_tables
 from conftest import FIXTURE
-from sweepgen import make_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -90,6 +90,7 @@ class Batch:
         self.contents, self.run_indices, self.row_counts = [], [], []
         self.size, self.n_envs = 0, 0
         self.fell_back = False  # True: some line was malformed, rows no longer follow lines
+        self.dropped = 0
 
     def add(self, content: bytes, run_index: int, n_envs: int) -> None:
         self.contents.append(content)
@@ -98,12 +99,15 @@ class Batch:
         self.size += len(content)
         self.n_envs = max(self.n_envs, n_envs)
 
-    def parse(self, stats: dict) -> pa.Table:
+    def parse(self) -> pa.Table:
+        """The batch's records; `self.dropped` counts the malformed lines left out (the
+        caller adds it to its stats, so the parse can run in another thread)."""
         schema = record_schema(self.n_envs)
         try:
             table = _parse(b"".join(self.contents), schema)
             if table.num_rows == sum(self.row_counts):
                 runs = np.repeat(np.asarray(self.run_indices, dtype=np.int64), self.row_counts)
+                self.contents = []  # free the text as soon as it is parsed
                 return table.set_column(0, RUN_TAG, pa.array(runs))
         except (pa.ArrowInvalid, ValueError):
             pass
@@ -111,5 +115,6 @@ class Batch:
         self.fell_back = True
         tagged = [_tagged(c, i) for c, i in zip(self.contents, self.run_indices)]
         batch_tables, bad = _parse_batch(tagged, schema)
-        stats["malformed_lines"] += bad
+        self.contents = []
+        self.dropped = bad
         return pa.concat_tables(batch_tables) if batch_tables else schema.empty_table()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,26 +173,31 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
         stats["unfinished_runs_skipped"] = stats["unfinished_runs"]
         runs = [run for run in runs if run.finished]
 
-    read, tables, careful = [], [], False
+    # Reading the next files overlaps pyarrow's parse of the last batch (it releases the GIL).
+    read, batches, pending = [], [], []
     batch = Batch()
-    for run in runs:
-        content = _read_file(os.path.join(run.path, RESULTS_FILE))
-        if content is None:
-            continue
-        content, truncated = _drop_truncated_tail(content)
-        stats["malformed_lines"] += truncated
-        first_line = _first_line(content)
-        if first_line is None:
-            continue
-        batch.add(content, len(read), _env_count_of_line(first_line))
-        read.append((run, first_line))  # not the content: a 1M-record sweep holds 1.3 GB of it
-        if batch.size >= BATCH_BYTES:
-            tables.append(batch.parse(stats))
-            careful |= batch.fell_back
-            batch = Batch()
-    if batch.contents:
-        tables.append(batch.parse(stats))
-        careful |= batch.fell_back
+    with ThreadPoolExecutor(max_workers=1) as parser:
+        for run in runs:
+            content = _read_file(os.path.join(run.path, RESULTS_FILE))
+            if content is None:
+                continue
+            content, truncated = _drop_truncated_tail(content)
+            stats["malformed_lines"] += truncated
+            first_line = _first_line(content)
+            if first_line is None:
+                continue
+            batch.add(content, len(read), _env_count_of_line(first_line))
+            read.append((run, first_line))  # not the content: a 1M-record sweep holds 1.3 GB of it
+            if batch.size >= BATCH_BYTES:
+                batches.append(batch)
+                pending.append(parser.submit(batch.parse))
+                batch = Batch()
+        if batch.contents:
+            batches.append(batch)
+            pending.append(parser.submit(batch.parse))
+        tables = [future.result() for future in pending]
+    careful = any(b.fell_back for b in batches)
+    stats["malformed_lines"] += sum(b.dropped for b in batches)
 
     records, runs_frame = _assemble(tables, read, careful, stats)
     swad = read_swad([read[i][0] for i in runs_frame.index] if len(runs_frame) else [],
