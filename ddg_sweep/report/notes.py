@@ -5,6 +5,8 @@ in the file itself. The text format carries none (it stays DomainBed's output).
 """
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 INCOMPLETE = "incomplete"
@@ -66,6 +68,11 @@ def version_mix_note(messages: list[str]) -> str:
             + " (selected.parquet, prov_* columns).")
 
 
+def _code_spans(text: str) -> str:
+    """`command` -> \\texttt{command} (typewriter keeps `--with-pairs` two hyphens)."""
+    return re.sub(r"`([^`]+)`", r"\\texttt{\1}", text)
+
+
 def render_notes(lines: list, fmt: str) -> str:
     """Notes below a table; `lines`: sentences or (mark, sentence) pairs."""
     from ddg_sweep.report.formats import escape_latex
@@ -76,5 +83,6 @@ def render_notes(lines: list, fmt: str) -> str:
     if fmt == "markdown":
         return "\n" + "\n\n".join(("\\" + mark if mark == "*" else mark) + (" " if mark else "")
                                    + text for mark, text in pairs) + "\n"
-    body = " \\\\\n".join(mark + (" " if mark else "") + escape_latex(text) for mark, text in pairs)
+    body = " \\\\\n".join(mark + (" " if mark else "") + _code_spans(escape_latex(text))
+                           for mark, text in pairs)
     return "{\\footnotesize\n" + body + "\n\\par}\n"
