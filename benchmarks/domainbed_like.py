@@ -137,7 +137,13 @@ class Query:
 
 def load_records(path):
     records = []
-    for name in os.listdir(path):
+    names = os.listdir(path)
+    try:  # DomainBed shows a tqdm bar (on stderr) while it reads
+        import tqdm
+        names = tqdm.tqdm(names, ncols=80, leave=False)
+    except ImportError:
+        pass
+    for name in names:
         try:
             with open(os.path.join(path, name, "results.jsonl")) as handle:
                 for line in handle:

@@ -84,9 +84,10 @@ def _draw(ax, runs: pd.DataFrame, algorithm: str, hparam: str) -> tuple[list, li
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", title="dataset", title_fontsize="small")
     n_seeds = runs["trial_seed"].nunique()
+    spread = (f"mean ± standard error over {n_seeds} trial seeds" if n_seeds > 1 else
+              "one trial seed: no error bars, a gap may be noise")
     ax.set_title(f"{algorithm}: held-out accuracy vs {hparam}\nmodel selection: training-domain "
-                 f"validation (best checkpoint per run)\nmean ± standard error over "
-                 f"{n_seeds} trial seed{'s' if n_seeds != 1 else ''}", fontsize="small")
+                 f"validation (best checkpoint per run)\n{spread}", fontsize="small")
     return lows, highs
 
 

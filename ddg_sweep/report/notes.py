@@ -58,7 +58,8 @@ def version_mix(selected: pd.DataFrame | None, selection: str) -> list[str]:
     for column in sorted(c for c in rows.columns if c.startswith("prov_")):
         counts = rows[column].dropna().astype(str).value_counts()
         if len(counts) > 1:
-            values = ", ".join(f"{value} ({count} cells)" for value, count in counts.items())
+            values = ", ".join(f"{value} ({count} cell{'s' if count != 1 else ''})"
+                               for value, count in counts.items())
             messages.append(f"{column[len('prov_'):]}: {values}")
     return messages
 

@@ -62,15 +62,20 @@ def chosen_runs(records: pd.DataFrame, selected: pd.DataFrame | None) -> pd.Data
     return singles[singles["run_id"].astype(str).isin(set(runs))]
 
 
-def plot_curves(records: pd.DataFrame, selected, dataset: str, out_dir: Path, plt):
+def plot_curves(records: pd.DataFrame, selected, dataset: str, out_dir: Path, plt,
+                algorithm_order=None):
     runs = chosen_runs(records[records["dataset"] == dataset], selected)
+    algorithm_order = algorithm_order or sorted(runs["algorithm"].astype(str).unique())
     if not len(runs):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     panels = (("test_acc", "held-out test environment (in split)"),
               ("val_acc", "training-domain validation (out splits)"))
     n_trials = {}
-    for algorithm, lines in runs.groupby("algorithm", observed=True):
+    for algorithm in algorithm_order:
+        lines = runs[runs["algorithm"] == algorithm]
+        if not len(lines):
+            continue
         n_trials[algorithm] = lines["trial_seed"].nunique()
         for ax, (column, _) in zip(axes, panels):
             per_trial = lines.groupby(["trial_seed", "step"], observed=True)[column].mean()
@@ -101,6 +106,7 @@ def make_plots(agg_dir, out_dir) -> tuple[list[Path], list[str]]:
 
     records = files.load_records(agg_dir)
     selected = files.load_selected(agg_dir)
+    table, summary = files.load_aggregate(agg_dir)
     out_dir = Path(out_dir)
     plt = pyplot()
     written, skipped = [], []
@@ -108,12 +114,11 @@ def make_plots(agg_dir, out_dir) -> tuple[list[Path], list[str]]:
         path, reason = plot_hparam(records, hparam, out_dir, plt)
         (written.append(path) if path is not None else skipped.append(reason))
     for dataset in sorted(records["dataset"].unique()):
-        path = plot_curves(records, selected, dataset, out_dir, plt)
+        path = plot_curves(records, selected, dataset, out_dir, plt, summary["algorithms"])
         if path is None:
             skipped.append(f"curves for {dataset}: no single-test-env runs")
         else:
             written.append(path)
-    table, summary = files.load_aggregate(agg_dir)
     path, reason = plot_paper_layout(table, summary, out_dir, plt)
     (written.append(path) if path is not None else skipped.append(reason))
     return written, skipped
