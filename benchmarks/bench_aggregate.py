@@ -6,8 +6,10 @@
 For each size a synthetic sweep is generated (tests/sweepgen.py; kept in --keep
 DIR for the next time), every file is read once to warm the page cache, then the
 two contenders run one after the other, `--repeats` times, each as its own
-process under `/usr/bin/time -v`: wall time and peak RSS of the whole process,
-interpreter start and imports included. Ours is `python -m ddg_sweep.run
+process under `/usr/bin/time -v`: wall time, CPU time (user + system; less
+sensitive to other load on the machine) and peak RSS of the whole process,
+interpreter start and imports included. The load average is printed with each
+size, since a busy machine slows both. Ours is `python -m ddg_sweep.run
 aggregate`; the baseline is DomainBed's `python -m
 domainbed.scripts.collect_results` when --domainbed names a checkout of it, else
 benchmarks/domainbed_like.py, a stand-in that does DomainBed's work the way
@@ -50,15 +52,19 @@ def timed(command: list[str], cwd: Path, env: dict, stdout_path: Path) -> dict:
             proc = subprocess.run(command, cwd=cwd, env=env, stdout=stdout,
                                   stderr=subprocess.PIPE, text=True)
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
             text = (f"Elapsed (wall clock) time (h:mm:ss or m:ss): 0:{time.perf_counter() - start:.2f}\n"
-                    f"Maximum resident set size (kbytes): {peak}\n")
+                    f"Maximum resident set size (kbytes): {peak}\n"
+                    f"User time (seconds): {usage.ru_utime}\nSystem time (seconds): {usage.ru_stime}\n")
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
     hours, minutes, seconds = clock.groups()
     wall = int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
-    return {"seconds": wall, "peak_mb": peak_kb / 1024}
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", text).group(1))
+              for kind in ("User", "System"))
+    return {"seconds": wall, "peak_mb": peak_kb / 1024, "cpu": cpu}
 
 
 def ours_command(sweep: Path, out: Path) -> list[str]:
@@ -76,10 +82,10 @@ def baseline_command(sweep: Path, domainbed: Path | None, no_torch: bool) -> tup
 
 def _line(name: str, runs: list[dict]) -> str:
     seconds = [r["seconds"] for r in runs]
-    peaks = [r["peak_mb"] for r in runs]
-    return (f"  {name:<22} median {statistics.median(seconds):7.2f} s, peak RSS "
-            f"{statistics.median(peaks):6.0f} MB   (runs: "
-            + ", ".join(f"{s:.2f} s" for s in seconds) + ")")
+    return (f"  {name:<22} median {statistics.median(seconds):7.2f} s wall, "
+            f"{statistics.median(r['cpu'] for r in runs):7.2f} s CPU (user+sys), peak RSS "
+            f"{statistics.median(r['peak_mb'] for r in runs):6.0f} MB   (wall: "
+            + ", ".join(f"{s:.2f}" for s in seconds) + ")")
 
 
 def bench_size(size: int, base: Path, args) -> None:
@@ -99,19 +105,23 @@ def bench_size(size: int, base: Path, args) -> None:
     with_baseline = size <= args.baseline_max
     command, cwd = baseline_command(sweep, args.domainbed, args.no_torch)
     name = "DomainBed" if args.domainbed else "domainbed_like" + (" (no torch)" if args.no_torch else "")
-    ours, baseline = [], []
+    ours, baseline, load_before = [], [], os.getloadavg()[0]
     for _ in range(args.repeats):
         ours.append(timed(ours_command(sweep, out), ROOT, env, base / "ours.out"))
         if with_baseline:
             baseline.append(timed(command, cwd, env, base / "baseline.out"))
-    print(f"{size} records, whole processes, {args.repeats} runs each, alternating:")
+    print(f"{size} records, whole processes, {args.repeats} runs each, alternating "
+          f"(1-minute load average before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f}):")
     print(_line("ours (aggregate)", ours))
     if with_baseline:
         print(_line(name, baseline))
         same = (base / "baseline.out").read_text() == (out / "tables.txt").read_text()
         speedup = (statistics.median(r["seconds"] for r in baseline)
                    / statistics.median(r["seconds"] for r in ours))
-        print(f"  speed-up {speedup:.1f}x (medians); tables identical: {same}", flush=True)
+        cpu_ratio = (statistics.median(r["cpu"] for r in baseline)
+                     / statistics.median(r["cpu"] for r in ours))
+        print(f"  speed-up {speedup:.1f}x wall, {cpu_ratio:.1f}x CPU (medians); "
+              f"tables identical: {same}", flush=True)
 
 
 def main() -> int:

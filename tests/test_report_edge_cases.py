@@ -143,7 +143,7 @@ def test_provenance_is_carried_listed_and_mixed_versions_warned(tmp_path, capsys
     assert run_cli(["tables", "--input", tmp_path / "agg", "--show-hparams",
                     "--selection", "iid"]) == 0
     captured = capsys.readouterr()
-    assert "warning: the iid tables mix versions: torch: " in captured.err
+    assert "warning: the iid tables mix versions or devices: torch: " in captured.err
     assert "2.12.0 (1 cell)" in captured.err
     listing = captured.out
     assert "Toy  ERM  test env 0 (0)\n  trial 0: test 50.0, val 50.0, step 0, hparams_seed 0" in listing

@@ -81,7 +81,7 @@ def run_tables(args) -> int:
     for selection in shown:
         mixed = notes.version_mix(selected, selection)
         if mixed:
-            print(f"warning: the {selection} tables mix versions: {'; '.join(mixed)}",
+            print(f"warning: the {selection} tables mix versions or devices: {'; '.join(mixed)}",
                   file=sys.stderr)
     if args.show_hparams:
         from ddg_sweep.report.listing import list_selected

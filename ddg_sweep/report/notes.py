@@ -65,7 +65,7 @@ def version_mix(selected: pd.DataFrame | None, selection: str) -> list[str]:
 
 
 def version_mix_note(messages: list[str]) -> str:
-    return ("Mixed versions: the runs behind these tables differ in " + "; ".join(messages)
+    return ("Mixed versions or devices: the runs behind these tables differ in " + "; ".join(messages)
             + " (selected.parquet, prov_* columns).")
 
 
