@@ -14,7 +14,7 @@ import pandas as pd
 
 from ddg_sweep.data.catalog import DATASETS
 from ddg_sweep.report import files
-from ddg_sweep.report.cells import AVERAGE_ENV, TABLE_COLUMNS, cell_table  # noqa: F401
+from ddg_sweep.report.cells import cell_table
 from ddg_sweep.report.records import read_records
 from ddg_sweep.report.selection import SELECTION_METHODS, SELECTION_ORDER, explode_by_test_env
 
