@@ -146,6 +146,7 @@ def test_provenance_is_carried_listed_and_mixed_versions_warned(tmp_path, capsys
     assert "warning: the iid tables mix versions or devices: torch: " in captured.err
     assert "2.12.0 (1 cell)" in captured.err
     listing = captured.out
+    assert listing.startswith("== iid: training-domain validation set\n")
     assert "Toy  ERM  test env 0 (0)\n  trial 0: test 50.0, val 50.0, step 0, hparams_seed 0" in listing
     assert "    run r0  job r0\n    hparams: lr=0.001\n" in listing
     assert "provenance: ddg_sweep=0.1.0 git_commit=abc123 torch=2.13.0 device=NVIDIA H100" in listing

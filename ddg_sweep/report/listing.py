@@ -36,7 +36,7 @@ def list_selected(selected: pd.DataFrame, summary: dict, selections) -> str:
     env_names = summary.get("environments", summary["datasets"])
     for selection in selections:
         rows = selected[selected["selection"] == selection]
-        out.append(f"== {SELECTION_METHODS[selection].name} ({selection})\n")
+        out.append(f"== {selection}: {SELECTION_METHODS[selection].name}\n")
         if not len(rows):
             out.append("  (no cell)\n")
             continue
