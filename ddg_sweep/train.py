@@ -20,6 +20,7 @@ from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.errors import UserError
 from ddg_sweep.io import append_line, atomic_write_bytes, atomic_write_json
+from ddg_sweep.provenance import record_provenance
 from ddg_sweep.seeding import seed_hash
 
 CHECKPOINT = "checkpoint.pt"
@@ -111,6 +112,8 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
                         "pass --device cpu or auto")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if config.device == "auto" else config.device)
+    with _writes_to(run_dir):  # code and library versions, device: RUN/provenance.json
+        record_provenance(run_dir, device)
     hp = config.hparams
     spec = data.spec
     train_envs = [e for e in range(spec.n_envs) if e not in config.test_envs]
