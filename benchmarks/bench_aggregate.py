@@ -1,223 +1,35 @@
-"""Benchmark: our aggregation against a DomainBed-style collect_results, same sweeps.
+"""Benchmark: `aggregate` against DomainBed's collect_results, whole processes, same sweeps.
 
-    /work/venv/bin/python benchmarks/bench_aggregate.py [--sizes 100000 1000000]
-        [--baseline-max 100000] [--keep DIR]
+    python benchmarks/bench_aggregate.py [--sizes 94000 1000000] [--baseline-max 100000]
+        [--repeats 3] [--keep DIR] [--domainbed DOMAINBED_CHECKOUT] [--no-torch]
 
-Each measurement runs in its own subprocess, which reports its wall time (reading,
-selection, tables; interpreter start and imports excluded) and its peak RSS
-(`resource.getrusage(RUSAGE_SELF).ru_maxrss`), after a pass that warms the page
-cache. The baseline is a plain
-re-implementation of DomainBed's approach (json.loads per line into dicts, a
-Query-style list wrapper, per-record Python loops); it exists only for this
-comparison, and its tables are checked against ours.
+For each size a synthetic sweep is generated (tests/sweepgen.py; kept in --keep
+DIR for the next time), every file is read once to warm the page cache, then the
+two contenders run one after the other, `--repeats` times, each as its own
+process under `/usr/bin/time -v`: wall time, CPU time (user + system; less
+sensitive to other load on the machine) and peak RSS of the whole process,
+interpreter start and imports included. The load average is printed with each
+size, since a busy machine slows both. Ours is `python -m ddg_sweep.run
+aggregate`; the baseline is DomainBed's `python -m
+domainbed.scripts.collect_results` when --domainbed names a checkout of it, else
+benchmarks/domainbed_like.py, a stand-in that does DomainBed's work the way
+DomainBed does it (see its docstring). The medians are compared, and the printed
+tables of the two are checked to be identical.
 """
 from __future__ import annotations
 
 import argparse
-import collections
-import itertools
-import json
 import os
-import resource
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-# ---------------------------------------------------------------- DomainBed-style baseline
-class Q:
-    """A list with DomainBed-Query-like helpers (group, map, filter, select, argmax)."""
-
-    def __init__(self, items):
-        self.items = list(items)
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, index):
-        return self.items[index]
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def group(self, key):
-        groups = {}
-        for item in self.items:
-            groups.setdefault(key(item), []).append(item)
-        return Q((k, Q(v)) for k, v in groups.items())
-
-    def map(self, fn):
-        return Q(fn(*item) if isinstance(item, tuple) else fn(item) for item in self.items)
-
-    def filter(self, fn):
-        return Q(item for item in self.items if fn(item))
-
-    def argmax(self, key):
-        return max(self.items, key=key)
-
-
-def baseline_load(path):
-    records = []
-    for name in os.listdir(path):
-        try:
-            with open(os.path.join(path, name, "results.jsonl")) as handle:
-                for line in handle:
-                    records.append(json.loads(line[:-1]))
-        except IOError:
-            pass
-    return Q(records)
-
-
-def _n_envs(record):
-    return next(i for i in itertools.count() if f"env{i}_out_acc" not in record)
-
-
-def _singles(records):
-    return records.filter(lambda r: len(r["args"]["test_envs"]) == 1)
-
-
-def iid_run_acc(run_records):
-    singles = _singles(run_records)
-    if not len(singles):
-        return None
-
-    def step_acc(record):
-        test_env = record["args"]["test_envs"][0]
-        keys = [f"env{i}_out_acc" for i in range(_n_envs(record)) if i != test_env]
-        return {"val_acc": np.mean([record[k] for k in keys]),
-                "test_acc": record[f"env{test_env}_in_acc"]}
-    return singles.map(step_acc).argmax(lambda acc: acc["val_acc"])
-
-
-def oracle_run_acc(run_records):
-    singles = _singles(run_records)
-    if not len(singles):
-        return None
-    test_env = singles[0]["args"]["test_envs"][0]
-    last = sorted(singles, key=lambda r: r["step"])[-1]
-    return {"val_acc": last[f"env{test_env}_out_acc"], "test_acc": last[f"env{test_env}_in_acc"]}
-
-
-def loo_run_acc(run_records):
-    def step_acc(step, records):
-        singles = _singles(records)
-        if len(singles) != 1:
-            return None
-        test_env = singles[0]["args"]["test_envs"][0]
-        n_envs = _n_envs(records[0])
-        val_accs = np.zeros(n_envs) - 1
-        for record in records.filter(lambda r: len(r["args"]["test_envs"]) == 2):
-            val_env = (set(record["args"]["test_envs"]) - {test_env}).pop()
-            val_accs[val_env] = record[f"env{val_env}_in_acc"]
-        val_accs = list(val_accs[:test_env]) + list(val_accs[test_env + 1:])
-        if any(v == -1 for v in val_accs):
-            return None
-        return {"val_acc": np.sum(val_accs) / (n_envs - 1),
-                "test_acc": singles[0][f"env{test_env}_in_acc"]}
-    step_accs = run_records.group(lambda r: r["step"]).map(step_acc).filter(
-        lambda acc: acc is not None)
-    return step_accs.argmax(lambda acc: acc["val_acc"]) if len(step_accs) else None
-
-
-def sweep_acc(run_acc, records):
-    accs = records.group(lambda r: r["args"]["hparams_seed"]).map(
-        lambda _, run: (run_acc(run), run)).filter(lambda x: x[0] is not None)
-    ranked = sorted(accs, key=lambda x: x[0]["val_acc"])[::-1]
-    return ranked[0][0]["test_acc"] if ranked else None
-
-
-def baseline_tables(path) -> str:
-    """DomainBed's collect_results text, computed the DomainBed way."""
-    sys.path.insert(0, str(ROOT))
-    from ddg_sweep.report.aggregate import environment_names, order_algorithms, order_datasets
-    import pandas as pd
-
-    records = baseline_load(path)
-    groups = collections.defaultdict(list)
-    for record in records:
-        for test_env in record["args"]["test_envs"]:
-            args = record["args"]
-            groups[(args["trial_seed"], args["dataset"], args["algorithm"], test_env)].append(
-                record)
-    datasets = order_datasets({r["args"]["dataset"] for r in records})
-    algorithms = order_algorithms({r["args"]["algorithm"] for r in records})
-    env_names = environment_names(pd.DataFrame(
-        {"dataset": [r["args"]["dataset"] for r in records],
-         "n_envs": [_n_envs(r) for r in records]}))
-    out = [f"Total records: {len(records)}\n"]
-    methods = (("training-domain validation set", iid_run_acc),
-               ("leave-one-domain-out cross-validation", loo_run_acc),
-               ("test-domain validation set (oracle)", oracle_run_acc))
-    for name, run_acc in methods:
-        accs = {key: sweep_acc(run_acc, Q(group)) for key, group in groups.items()}
-        accs = {key: acc for key, acc in accs.items() if acc is not None}
-        for dataset in datasets:
-            rows = [["Algorithm", *env_names[dataset], "Avg"]]
-            for algorithm in algorithms:
-                cells, means = [], []
-                for env in range(len(env_names[dataset])):
-                    trial = [a for (t, d, al, e), a in accs.items()
-                             if (d, al, e) == (dataset, algorithm, env)]
-                    mean, cell = _format_mean(trial)
-                    cells.append(cell)
-                    means.append(mean)
-                avg = "X" if None in means else f"{sum(means) / len(means):.1f}"
-                rows.append([algorithm, *cells, avg])
-            out.append(_table(f"Dataset: {dataset}, model selection method: {name}", rows, 20))
-        rows = [["Algorithm", *datasets, "Avg"]]
-        for algorithm in algorithms:
-            cells, means = [], []
-            for dataset in datasets:
-                per_trial = collections.defaultdict(list)
-                for (t, d, al, e), acc in accs.items():
-                    if (d, al) == (dataset, algorithm):
-                        per_trial[t].append(acc)
-                mean, cell = _format_mean([float(np.mean(v)) for v in per_trial.values()])
-                cells.append(cell)
-                means.append(mean)
-            avg = "X" if None in means else f"{sum(means) / len(means):.1f}"
-            rows.append([algorithm, *cells, avg])
-        out.append(_table(f"Averages, model selection method: {name}", rows, 25))
-    return "".join(out)
-
-
-def _format_mean(data):
-    if not data:
-        return None, "X"
-    mean = 100 * np.mean(data)
-    err = 100 * np.std(np.asarray(data) / np.sqrt(len(data)))
-    return mean, f"{mean:.1f} +/- {err:.1f}"
-
-
-def _table(title, rows, width):
-    lines = ["\n-------- " + title + "\n"]
-    lines += ["  ".join(str(v).ljust(width)[:width] for v in row) + " \n" for row in rows]
-    return "".join(lines)
-
-
-# ---------------------------------------------------------------- measurement
-def worker(kind: str, input_dir: str, output_dir: str) -> None:
-    sys.path.insert(0, str(ROOT))
-    if kind == "ours":
-        from ddg_sweep.report.aggregate import aggregate
-        start = time.perf_counter()
-        aggregate(input_dir, output_dir)
-        seconds = time.perf_counter() - start
-        text = (Path(output_dir) / "tables.txt").read_text()
-    else:
-        start = time.perf_counter()
-        text = baseline_tables(input_dir)
-        seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    Path(output_dir, f"{kind}.txt").write_text(text)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
+TIME = "/usr/bin/time"
 
 
 def warm_page_cache(sweep: Path) -> None:
@@ -227,51 +39,108 @@ def warm_page_cache(sweep: Path) -> None:
             path.read_bytes()
 
 
-def measure(kind: str, sweep: Path, out: Path) -> dict:
+def timed(command: list[str], cwd: Path, env: dict, stdout_path: Path) -> dict:
+    """Run `command` under /usr/bin/time -v; wall seconds and peak RSS (MB) of the process."""
+    with open(stdout_path, "w") as stdout, tempfile.NamedTemporaryFile("r") as report:
+        if os.path.exists(TIME):
+            proc = subprocess.run([TIME, "-v", "-o", report.name, *command], cwd=cwd, env=env,
+                                  stdout=stdout, stderr=subprocess.PIPE, text=True)
+            text = report.read()
+        else:  # no GNU time: the wall clock around the child, its peak RSS from getrusage
+            import resource
+            start = time.perf_counter()
+            proc = subprocess.run(command, cwd=cwd, env=env, stdout=stdout,
+                                  stderr=subprocess.PIPE, text=True)
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            text = (f"Elapsed (wall clock) time (h:mm:ss or m:ss): 0:{time.perf_counter() - start:.2f}\n"
+                    f"Maximum resident set size (kbytes): {peak}\n"
+                    f"User time (seconds): {usage.ru_utime}\nSystem time (seconds): {usage.ru_stime}\n")
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
+    hours, minutes, seconds = clock.groups()
+    wall = int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", text).group(1))
+              for kind in ("User", "System"))
+    return {"seconds": wall, "peak_mb": peak_kb / 1024, "cpu": cpu}
+
+
+def ours_command(sweep: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "ddg_sweep.run", "aggregate", "--input-dir", str(sweep),
+            "--output-dir", str(out)]
+
+
+def baseline_command(sweep: Path, domainbed: Path | None, no_torch: bool) -> tuple[list, Path]:
+    if domainbed is not None:
+        return [sys.executable, "-m", "domainbed.scripts.collect_results", "--input_dir",
+                str(sweep)], domainbed
+    return ([sys.executable, str(ROOT / "benchmarks" / "domainbed_like.py"), "--input_dir",
+             str(sweep)] + (["--no-torch"] if no_torch else []), ROOT)
+
+
+def _line(name: str, runs: list[dict]) -> str:
+    seconds = [r["seconds"] for r in runs]
+    return (f"  {name:<22} median {statistics.median(seconds):7.2f} s wall, "
+            f"{statistics.median(r['cpu'] for r in runs):7.2f} s CPU (user+sys), peak RSS "
+            f"{statistics.median(r['peak_mb'] for r in runs):6.0f} MB   (wall: "
+            + ", ".join(f"{s:.2f}" for s in seconds) + ")")
+
+
+def bench_size(size: int, base: Path, args) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from sweepgen import make_sweep
+
+    sweep, out = base / f"sweep_{size}", base / f"agg_{size}"
+    if not (sweep / ".complete").exists():
+        start = time.perf_counter()
+        info = make_sweep(sweep, size)
+        (sweep / ".complete").write_text("")
+        print(f"generated {info['n_records']} records in {info['n_runs']} runs "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
     warm_page_cache(sweep)
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, __file__, "--worker", kind, str(sweep), str(out)],
-                            check=True, capture_output=True, text=True)
-    measured = json.loads(result.stdout.strip().splitlines()[-1])
-    measured["process_seconds"] = time.perf_counter() - start
-    return measured
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), str(args.domainbed or ""), os.environ.get("PYTHONPATH", "")) if p)}
+    with_baseline = size <= args.baseline_max
+    command, cwd = baseline_command(sweep, args.domainbed, args.no_torch)
+    name = "DomainBed" if args.domainbed else "domainbed_like" + (" (no torch)" if args.no_torch else "")
+    ours, baseline, load_before = [], [], os.getloadavg()[0]
+    for _ in range(args.repeats):
+        ours.append(timed(ours_command(sweep, out), ROOT, env, base / "ours.out"))
+        if with_baseline:
+            baseline.append(timed(command, cwd, env, base / "baseline.out"))
+    print(f"{size} records, whole processes, {args.repeats} runs each, alternating "
+          f"(1-minute load average before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f}):")
+    print(_line("ours (aggregate)", ours))
+    if with_baseline:
+        print(_line(name, baseline))
+        same = (base / "baseline.out").read_text() == (out / "tables.txt").read_text()
+        speedup = (statistics.median(r["seconds"] for r in baseline)
+                   / statistics.median(r["seconds"] for r in ours))
+        cpu_ratio = (statistics.median(r["cpu"] for r in baseline)
+                     / statistics.median(r["cpu"] for r in ours))
+        print(f"  speed-up {speedup:.1f}x wall, {cpu_ratio:.1f}x CPU (medians); "
+              f"tables identical: {same}", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[94_000, 1_000_000])
     parser.add_argument("--baseline-max", type=int, default=100_000,
                         help="run the baseline only on sweeps up to this many records")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, default=None, help="generate sweeps here and keep them")
-    parser.add_argument("--worker", nargs=3, metavar=("KIND", "INPUT", "OUTPUT"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--domainbed", type=Path, default=None,
+                        help="a DomainBed checkout: run its collect_results as the baseline")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="the stand-in skips DomainBed's torch import")
     args = parser.parse_args()
-    if args.worker:
-        worker(*args.worker)
-        return 0
-    sys.path.insert(0, str(ROOT / "tests"))
-    from sweepgen import make_sweep
-
     with tempfile.TemporaryDirectory(prefix="bench_aggregate_") as tmp:
         base = args.keep or Path(tmp)
+        base.mkdir(parents=True, exist_ok=True)
         for size in args.sizes:
-            sweep, out = base / f"sweep_{size}", base / f"agg_{size}"
-            if not (sweep / ".complete").exists():
-                start = time.perf_counter()
-                info = make_sweep(sweep, size)
-                (sweep / ".complete").write_text("")
-                print(f"generated {info['n_records']} records in {info['n_runs']} runs "
-                      f"({time.perf_counter() - start:.1f} s)")
-            ours = measure("ours", sweep, out)
-            line = (f"{size:>9} records  ours: {ours['seconds']:6.2f} s "
-                    f"(process {ours['process_seconds']:.2f} s), peak RSS {ours['peak_rss_mb']:7.0f} MB")
-            if size <= args.baseline_max:
-                base_run = measure("baseline", sweep, out)
-                same = (out / "ours.txt").read_text() == (out / "baseline.txt").read_text()
-                line += (f"  | DomainBed-style: {base_run['seconds']:6.2f} s, peak RSS "
-                         f"{base_run['peak_rss_mb']:7.0f} MB  | speed-up "
-                         f"{base_run['seconds'] / ours['seconds']:.1f}x, tables identical: {same}")
-            print(line, flush=True)
+            bench_size(size, base, args)
     return 0
 
 

@@ -18,7 +18,7 @@ from ddg_sweep.seeding import seed_hash
 ALGORITHMS = ("ERM", "VL2V", "DDG")
 MODEL_FAMILIES = ("tiny", "paper")
 BACKBONES = ("clip_vit-b16", "vit-base", "resnet50")
-ALIGNED = ("VL2V", "DDG")  # algorithms with the CLIP teacher and SWAD
+ALIGNED = ("VL2V", "DDG")  # algorithms with the CLIP teacher, its alignment loss and two stages
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,15 @@ class HParam:
     draw: Callable[[np.random.RandomState], Any] | None = None
     check: Callable[[Any], str | None] = lambda v: None  # returns what is wrong
     help: str = ""
+    convert: Callable[[Any], Any] | None = None  # a value from a flag or a file; None: the default's type
 
 
 def _const(value):
     return lambda dataset, models: value
 
 
-def _demo_or(demo_value, paper_value):
-    """Step counts: the paper's for DomainBed datasets, a small budget for the demo."""
-    return lambda dataset, models: demo_value if get_dataset_spec(dataset).builtin else paper_value
+def _family(tiny_value, paper_value):
+    return lambda dataset, models: tiny_value if models == "tiny" else paper_value
 
 
 def _positive(v):
@@ -61,45 +61,78 @@ def _timestep(v):
 
 
 def _resolution(v):
-    return None if v >= 8 and v % 8 == 0 else "must be a positive multiple of 8 (the VAE downsamples by 8)"
+    return None if v >= 8 and v % 8 == 0 else "must be a positive multiple of 8 (SD's VAE downsamples by 8)"
 
+
+def is_fraction(value) -> bool:
+    """A stage length written as a fraction of --steps (0 < v < 1), not as a step count."""
+    return isinstance(value, float) and 0 < value < 1
+
+
+def step_or_fraction(value):
+    """'5000' -> 5000 (a step), '0.625' -> 0.625 (of --steps); integral floats become steps."""
+    number = float(value)
+    if number.is_integer():
+        return int(number)
+    return number
+
+
+def _step_or_fraction_check(v):
+    if is_fraction(v) or (isinstance(v, int) and v >= 0):
+        return None
+    return "must be a step count >= 0 or a fraction of --steps in (0, 1)"
+
+
+def resolve_step(value, steps: int) -> int:
+    """The step a stage boundary falls on: a fraction of `steps`, rounded, or the step count itself."""
+    return int(round(value * steps)) if is_fraction(value) else int(value)
+
+
+# The paper's stage proportions: Stage II and SWAD start at 5000 of 8000 steps.
+PAPER_STAGE_FRACTION = 0.625
 
 _ALL = ALGORITHMS
 REGISTRY: tuple[HParam, ...] = (
     HParam("models", _ALL, lambda d, m: m, check=_one_of(*MODEL_FAMILIES),
            help="model family: tiny (built from configs) or paper (pretrained weights)"),
-    HParam("backbone", _ALL, lambda d, m: "resnet50" if m == "tiny" else "clip_vit-b16",
-           check=_one_of(*BACKBONES),
-           help="student backbone (tiny family: the small ResNet, the only tiny student that learns "
-                "from scratch within a demo's step budget)"),
-    HParam("lr", _ALL, lambda d, m: 1e-3 if m == "tiny" else 5e-5, lambda r: float(10 ** r.uniform(-5.5, -3.5)), _positive,
-           "Adam learning rate (tiny models start from random weights, hence higher)"),
+    HParam("backbone", _ALL, _const("clip_vit-b16"), check=_one_of(*BACKBONES),
+           help="student backbone (tiny family: clip_vit-b16 is the tiny CLIP's image tower; the "
+                "others are pretrained on synthetic digits)"),
+    HParam("lr", _ALL, _family(3e-4, 5e-5), lambda r: float(10 ** r.uniform(-5.5, -3.5)), _positive,
+           "Adam learning rate"),
     HParam("weight_decay", _ALL, _const(0.0), lambda r: float(10 ** r.uniform(-6, -2)),
            _non_negative, "Adam weight decay"),
-    HParam("batch_size", _ALL, _const(32), lambda r: int(2 ** r.uniform(3, 5.5)), _positive,
+    HParam("batch_size", _ALL, _family(16, 32), lambda r: int(2 ** r.uniform(3, 5.5)), _positive,
            "images per training environment per step"),
-    HParam("align_mix", ALIGNED, _const(0.5), check=_in_unit,
-           help="Stage I mix a: weight of the CLIP image term against the class text term"),
-    HParam("stage1_trainable", ("DDG",), lambda d, m: "all" if m == "tiny" else "projection",
-           check=_one_of("projection", "all"),
-           help="parameters Stage I trains (tiny family: all, since its student starts from random weights)"),
-    HParam("stage1_steps", ("DDG",), _demo_or(60, 5000), check=_non_negative,
-           help="steps of Stage I before Stage II starts"),
-    HParam("swad_start", ALIGNED, _demo_or(60, 5000), check=_non_negative,
-           help="step from which SWAD averages the student"),
-    HParam("swad_n_converge", ALIGNED, _const(3), check=_positive),
-    HParam("swad_n_tolerance", ALIGNED, _const(6), check=_positive),
-    HParam("swad_tolerance_ratio", ALIGNED, _const(0.3), check=_non_negative),
-    HParam("lmd", ("DDG",), _const(0.5), lambda r: float(10 ** r.uniform(-1, 0.5)), _non_negative,
-           "weight of the alignment loss in Stage II"),
+    HParam("lmd", ALIGNED, _const(0.5), lambda r: float(r.uniform(0, 1)), _in_unit,
+           "alignment loss mix a (VL2V-ADiP's --lmd): L_align = -(a cos(z, v) + (1 - a) cos(z, t_y)), "
+           "the CLIP image term against the class text term"),
+    HParam("align_weight", ("DDG",), _const(1.0), lambda r: float(10 ** r.uniform(-1, 0.5)), _non_negative,
+           "Stage II weight beta of L_align: L = L_diff + beta L_align (not published; 1.0 assumed)"),
+    HParam("stage1_steps", ALIGNED, _const(PAPER_STAGE_FRACTION), check=_step_or_fraction_check,
+           convert=step_or_fraction,
+           help="Stage I length (projection-only alignment): a step count, or a fraction of --steps "
+                "(default 0.625: the paper's 5000 of 8000)"),
+    HParam("stage1_trainable", ALIGNED, _const("projection"), check=_one_of("projection", "all"),
+           help="parameters Stage I trains: the projection P (VL2V-ADiP's stage 1) or all"),
+    HParam("swad_start", _ALL, _const(PAPER_STAGE_FRACTION), check=_step_or_fraction_check,
+           convert=step_or_fraction,
+           help="step from which SWAD averages the student: a step count or a fraction of --steps"),
+    HParam("swad_n_converge", _ALL, _const(3), check=_positive,
+           help="SWAD: segments whose validation loss must not undercut the first (convergence)"),
+    HParam("swad_n_tolerance", _ALL, _const(6), check=_positive,
+           help="SWAD: look-ahead segments when deciding whether the loss left the valley"),
+    HParam("swad_tolerance_ratio", _ALL, _const(0.3), check=_non_negative,
+           help="SWAD: the valley ends once the loss exceeds (1 + ratio) x its converged level"),
     HParam("cfg_scale", ("DDG",), _const(3.0), lambda r: float(r.uniform(1.0, 7.5)), _non_negative,
            "domain-debiasing guidance scale w (1 = plain diffusion distillation)"),
     HParam("negative", ("DDG",), _const("domain"), check=_one_of("domain", "null"),
            help="guidance negative: the source domain's style prompt, or the empty prompt"),
     HParam("conditioning", ("DDG",), _const("probs"), check=_one_of("probs", "projected"),
            help="how the student conditions the UNet"),
-    HParam("sd_resolution", ("DDG",), lambda d, m: 32 if m == "tiny" else 512, check=_resolution,
-           help="image side fed to the VAE"),
+    HParam("sd_resolution", ("DDG",), _family(32, 512), check=_resolution,
+           help="image side fed to the VAE (SD's latents are 1/8 of it, 64x64 at 512; the tiny VAE's "
+                "1/4, 8x8 at 32)"),
     HParam("t_min", ("DDG",), _const(0), check=_timestep, help="smallest noise timestep"),
     HParam("t_max", ("DDG",), _const(999), check=_timestep, help="largest noise timestep"),
     HParam("n_noise", ("DDG",), _const(1), check=_positive, help="noise draws per image"),
@@ -148,11 +181,12 @@ def resolve_hparams(algorithm: str, dataset: str, hparams_seed: int = 0, trial_s
         if name not in hparams:
             raise UserError(f"hyperparameter {name!r} does not apply to {algorithm} "
                             f"(it applies to {', '.join(BY_NAME[name].algorithms)})")
-        expected = type(hparams[name])
+        convert = BY_NAME[name].convert or type(hparams[name])
         try:
-            hparams[name] = expected(value) if expected is not float else float(value)
+            hparams[name] = convert(value)
         except (TypeError, ValueError):
-            raise UserError(f"hyperparameter {name}={value!r} is not a {expected.__name__}") from None
+            what = "number" if BY_NAME[name].convert else convert.__name__
+            raise UserError(f"hyperparameter {name}={value!r} is not a {what}") from None
     check_hparams(hparams)
     return hparams
 
@@ -168,6 +202,7 @@ def check_hparams(hparams: dict, steps: int | None = None) -> None:
         raise UserError(f"t_min={hparams['t_min']} is above t_max={hparams['t_max']}; pass --t-min <= --t-max")
     if steps is not None:
         for name in ("stage1_steps", "swad_start"):
-            if name in hparams and hparams[name] > steps:
+            if name in hparams and not is_fraction(hparams[name]) and hparams[name] > steps:
                 flag = "--" + name.replace("_", "-")
-                raise UserError(f"{name}={hparams[name]} is beyond --steps {steps}; pass {flag} <= {steps}")
+                raise UserError(f"{name}={hparams[name]} is beyond --steps {steps}; pass {flag} <= {steps} "
+                                "or a fraction of --steps such as 0.625")

@@ -20,7 +20,7 @@ from ddg_sweep import PROTOCOL_VERSION
 from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import check_test_envs, get_dataset_spec
 from ddg_sweep.errors import UserError
-from ddg_sweep.hparams import check_hparams, resolve_hparams
+from ddg_sweep.hparams import check_hparams, resolve_hparams, resolve_step
 from ddg_sweep.seeding import seed_hash
 
 RUNS_FOLDER = "runs"
@@ -37,7 +37,7 @@ STATES = ("done", "running", "failed", "partial", "pending")
 # 512 px needs on 80 GB); ERM and VL2V are estimates from the same student and CLIP passes.
 STEP_SECONDS = {
     "ERM": {None: 0.08},
-    "VL2V": {"align": 0.20},
+    "VL2V": {"align": 0.144, "align_backbone": 0.20},
     "DDG": {"align": 0.144, "diffusion": 2.03},
 }
 STEP_SECONDS_TINY = 0.03  # the tiny model family (DemoDigits), any stage, on a CPU core
@@ -263,13 +263,14 @@ def measured_step_seconds(output_dir) -> dict[tuple, float]:
 
 
 def _stage_steps_left(job: Job, steps_left: int) -> dict:
-    """Remaining steps per stage: DDG's Stage I then Stage II; one stage for the others."""
+    """Remaining steps per stage: Stage I then Stage II for VL2V and DDG; one stage for ERM."""
+    stages = list(STEP_SECONDS[job.algorithm])
+    if len(stages) == 1:
+        return {stages[0]: steps_left}
     done = job.steps - steps_left
-    if job.algorithm == "DDG":
-        stage1 = min(job.hparams.get("stage1_steps", 0), job.steps)
-        first = max(stage1 - done, 0)
-        return {"align": first, "diffusion": steps_left - first}
-    return {next(iter(STEP_SECONDS[job.algorithm])): steps_left}
+    stage1 = min(resolve_step(job.hparams.get("stage1_steps", 0), job.steps), job.steps)
+    first = max(stage1 - done, 0)
+    return {stages[0]: first, stages[1]: steps_left - first}
 
 
 def estimated_seconds(job: Job, steps_left: int, measured: dict) -> tuple[float, bool, bool]:

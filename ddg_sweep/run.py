@@ -13,7 +13,7 @@ import sys
 
 from ddg_sweep.errors import UserError
 
-COMMAND_MODULES = ("train", "report", "sweep", "status", "bench")
+COMMAND_MODULES = ("train", "report", "sweep", "status", "bench", "teachers")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -20,8 +20,12 @@ The loss-valley rule (`LossValley`, pure; segment i has loss L_i):
 This follows SWAD's reference LossValley, without its look-back before c (the doc says
 the average starts where the loss converges). The final weights are the step-weighted
 mean of the chosen segments' running means, i.e. the plain mean of every step's weights
-in the window. Buffers (BatchNorm running statistics) are not averaged: the averaged
-model keeps those of the network at the end of the last chosen segment.
+in the window. Buffers (BatchNorm running statistics) are not averaged: averaging
+weights does not average statistics, so `recompute_batchnorm` re-estimates them for
+the averaged weights on training-domain data before evaluation (as
+torch.optim.swa_utils.update_bn does). Recomputing rather than freezing BatchNorm
+(SWAD's reference freezes it in its ResNet) leaves training itself unchanged for
+every algorithm; students without BatchNorm (the ViTs) are unaffected.
 
 Fallbacks, reported in `averaged()`'s info: the loss never converged -> the last
 n_converge segments (or fewer, if fewer exist); no checkpoint after swad_start but steps
@@ -30,9 +34,12 @@ were fed -> those steps; nothing fed -> no averaged model.
 from __future__ import annotations
 
 import copy
+from typing import Iterable
 
 import torch
 from torch import nn
+
+from ddg_sweep.hparams import resolve_step
 
 
 class LossValley:
@@ -127,8 +134,8 @@ class SWAD:
     at every checkpoint; `averaged()` at the end; `state_dict()` / `load_state_dict()` to resume.
     """
 
-    def __init__(self, hparams: dict):
-        self.swad_start = int(hparams["swad_start"])
+    def __init__(self, hparams: dict, steps: int):
+        self.swad_start = resolve_step(hparams["swad_start"], steps)
         self.valley = LossValley(int(hparams["swad_n_converge"]), int(hparams["swad_n_tolerance"]),
                                  float(hparams["swad_tolerance_ratio"]))
         self.open_segment: dict | None = None  # running mean of the steps since the last checkpoint
@@ -238,3 +245,28 @@ class SWAD:
         self.closed = {int(index): segment for index, segment in state["closed"].items()}
         self.final = state["final"]
         self.segment_log = state["segment_log"]
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Replace every BatchNorm's running statistics by their plain average over `batches`.
+
+    Returns the number of images seen (0, and nothing changed, for a model without BatchNorm).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch, not an exponential one
+    was_training = model.training
+    model.train()
+    seen = 0
+    for x in batches:
+        model(x)
+        seen += len(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return seen

@@ -213,7 +213,7 @@ class SweepResult:
 
 
 def build_local_assets(jobs: list[Job], say: Callable[[str], None]) -> None:
-    """Build the tiny models and DemoDigits once here, not in every trial at the same time."""
+    """Check the tiny models are there and generate DemoDigits once here, not in every trial at once."""
     tiny = {(job.algorithm, job.hparams["backbone"]): job for job in jobs if job.hparams.get("models") == "tiny"}
     builtin = any(get_dataset_spec(job.dataset).builtin for job in jobs)
     if not tiny and not builtin:
@@ -221,11 +221,13 @@ def build_local_assets(jobs: list[Job], say: Callable[[str], None]) -> None:
     from ddg_sweep.data.demo_digits import demo_data_dir
     from ddg_sweep.models.paths import resolve_model_paths
 
-    say("preparing the tiny models and DemoDigits (built once into the cache, then reused)")
-    if builtin:
-        demo_data_dir()
     for job in tiny.values():
-        resolve_model_paths(job.algorithm, job.hparams)
+        resolve_model_paths(job.algorithm, job.hparams)  # a one-line error if the shipped weights are missing
+    if builtin:
+        began = time.time()
+        say("preparing DemoDigits (generated once into the cache, then reused)")
+        demo_data_dir()
+        say(f"DemoDigits ready in {time.time() - began:.1f} s")
 
 
 def run_sweep(jobs: list[Job], output_dir, locations: dict, options: SweepOptions,

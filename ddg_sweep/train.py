@@ -2,7 +2,7 @@
 
 RUN/ holds config.json, results.jsonl (one DomainBed record per checkpoint),
 checkpoint.pt (the trainable state, replaced atomically every checkpoint),
-train.log, swad.json (SWAD algorithms) and finally an empty `done`. The same
+train.log, swad.json (the SWAD-averaged model's accuracies) and finally an empty `done`. The same
 call on an unfinished RUN resumes from checkpoint.pt; on a finished one it
 does nothing. Batches, augmentations and noise are functions of (seed, step),
 so a resumed run reproduces the uninterrupted one.
@@ -20,6 +20,7 @@ from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.errors import UserError
 from ddg_sweep.io import append_line, atomic_write_bytes, atomic_write_json
+from ddg_sweep.provenance import record_provenance
 from ddg_sweep.seeding import seed_hash
 
 CHECKPOINT = "checkpoint.pt"
@@ -93,6 +94,7 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
     from ddg_sweep.data.loaders import eval_loaders, split_environment, train_loaders
     from ddg_sweep.evaluate import evaluate
     from ddg_sweep.models.paths import resolve_model_paths
+    from ddg_sweep.swad import SWAD, recompute_batchnorm
 
     with _writes_to(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +112,8 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
                         "pass --device cpu or auto")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if config.device == "auto" else config.device)
+    with _writes_to(run_dir):  # code and library versions, device: RUN/provenance.json
+        record_provenance(run_dir, device)
     hp = config.hparams
     spec = data.spec
     train_envs = [e for e in range(spec.n_envs) if e not in config.test_envs]
@@ -124,11 +128,7 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
     torch.manual_seed(config.seed)
     algorithm = get_algorithm_class(config.algorithm)(ctx)
     image_size = algorithm.network.featurizer.image_size
-    swad = None
-    if algorithm.uses_swad:
-        from ddg_sweep.swad import SWAD
-
-        swad = SWAD(hp)
+    swad = SWAD(hp, config.steps)
 
     # Resume: the checkpoint is the truth; records past it are dropped and redone.
     start_step = 0
@@ -137,8 +137,7 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         algorithm.load_checkpoint(state["algorithm"])
-        if swad is not None:
-            swad.load_state_dict(state["swad"])
+        swad.load_state_dict(state["swad"])
         start_step = state["step"] + 1
         kept = [r for r in read_records(results_path) if r["step"] <= state["step"]]
         with _writes_to(run_dir):
@@ -166,8 +165,7 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
                        for x, y in next(batches)]
         algorithm.train()
         scalars = algorithm.update(minibatches, step)
-        if swad is not None:
-            swad.update(algorithm.network, step)
+        swad.update(algorithm.network, step)
         for key, value in scalars.items():
             window.setdefault(key, []).append(value)
         window.setdefault("step_time", []).append(time.time() - step_start)
@@ -180,10 +178,8 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
                 record[key] = sum(numeric) / len(numeric) if numeric else values[-1]
             accuracies, val_loss = evaluate(algorithm.network, evaluation, train_envs, device)
             record.update(accuracies)
-            if swad is not None:
-                swad.end_segment(step, val_loss)
-            state = {"step": step, "algorithm": algorithm.state_dict_for_checkpoint(),
-                     "swad": swad.state_dict() if swad is not None else None}
+            swad.end_segment(step, val_loss)
+            state = {"step": step, "algorithm": algorithm.state_dict_for_checkpoint(), "swad": swad.state_dict()}
             with _writes_to(run_dir):
                 append_line(results_path, json.dumps(record))
                 _save_checkpoint(state, checkpoint_path, torch)
@@ -195,15 +191,18 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
             if on_checkpoint is not None:
                 on_checkpoint(record, run_dir)
 
-    if swad is not None:
-        averaged, info = swad.averaged(template=algorithm.network)
-        swad_record = {"args": config.args_record(), "hparams": hp, **info}
-        if averaged is not None:
-            swad_record.update(evaluate(averaged.to(device), evaluation, train_envs, device)[0])
-            say(f"SWAD averaged steps {info.get('swad_start_step')}..{info.get('swad_end_step')}: held-out acc "
-                + ", ".join(f"{swad_record[f'env{e}_in_acc']:.3f}" for e in config.test_envs))
-        with _writes_to(run_dir):
-            atomic_write_json(run_dir / "swad.json", swad_record)
+    averaged, info = swad.averaged(template=algorithm.network)
+    swad_record = {"args": config.args_record(), "hparams": hp, **info}
+    if averaged is not None:
+        averaged.to(device)
+        training_splits = {f"env{e}_in" for e in train_envs}
+        swad_record["batchnorm_recomputed_on"] = recompute_batchnorm(
+            averaged, (x.to(device) for name, loader in evaluation if name in training_splits for x, _ in loader))
+        swad_record.update(evaluate(averaged, evaluation, train_envs, device)[0])
+        say(f"SWAD averaged steps {info.get('swad_start_step')}..{info.get('swad_end_step')}: held-out acc "
+            + ", ".join(f"{swad_record[f'env{e}_in_acc']:.3f}" for e in config.test_envs))
+    with _writes_to(run_dir):
+        atomic_write_json(run_dir / "swad.json", swad_record)
     with _writes_to(run_dir):
         (run_dir / "done").touch()
     checkpoint_path.unlink(missing_ok=True)

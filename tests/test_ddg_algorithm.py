@@ -5,8 +5,7 @@ import torch
 from ddg_sweep.algorithms import get_algorithm_class
 from ddg_sweep.algorithms.base import RunContext
 from ddg_sweep.hparams import resolve_hparams
-from ddg_sweep.models.tiny import tiny_student_path
-from ddg_sweep.models.tiny_teachers import tiny_clip_teacher_path, tiny_sd_path
+from ddg_sweep.models.tiny import tiny_clip_teacher_path, tiny_sd_path, tiny_student_path
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 ENVS = ["clean", "inverted", "sketch", "noisy"]
@@ -44,7 +43,7 @@ def test_stage_switches_at_stage1_steps(ddg):
     assert all("loss_diff" not in r for r in records[:2])
     for r in records[2:]:
         assert isinstance(r["loss_diff"], float) and isinstance(r["loss_align"], float)
-        assert r["loss"] == pytest.approx(r["loss_diff"] + 0.5 * r["loss_align"], rel=1e-5)
+        assert r["loss"] == pytest.approx(r["loss_diff"] + 1.0 * r["loss_align"], rel=1e-5)  # align_weight 1
 
 
 def test_stage_two_gradient_reaches_student_and_projection_only(ddg):
@@ -68,9 +67,25 @@ def test_stage_one_projection_only_leaves_the_student_alone():
     assert any(p.grad is not None for p in ddg.network.featurizer.parameters())
 
 
-def test_lmd_zero_drops_the_alignment_term():
-    record = make(stage1_steps=0, lmd=0.0).update(minibatches(), step=0)
+def test_align_weight_scales_the_stage_two_alignment_term():
+    record = make(stage1_steps=0, align_weight=0.0).update(minibatches(), step=0)
     assert record["loss"] == record["loss_diff"] and "loss_align" in record
+    record = make(stage1_steps=0, align_weight=0.25).update(minibatches(), step=0)
+    assert record["loss"] == pytest.approx(record["loss_diff"] + 0.25 * record["loss_align"], rel=1e-5)
+
+
+@pytest.mark.parametrize("algorithm", ["VL2V", "DDG"])
+@pytest.mark.parametrize("lmd", [0.0, 0.5, 1.0])
+def test_lmd_is_the_image_text_mix_of_the_alignment_loss(algorithm, lmd):
+    """L_align = -(a mean cos(z, v) + (1 - a) mean cos(z, t_y)), computed by hand for a = lmd."""
+    model = make(algorithm, lmd=lmd)
+    z = torch.tensor([[1.0, 0.0] + [0.0] * 62, [0.0, 2.0] + [0.0] * 62])
+    v = torch.tensor([[3.0, 0.0] + [0.0] * 62, [0.0, -1.0] + [0.0] * 62])  # cosines 1 and -1: mean 0
+    y = torch.tensor([4, 7])
+    text = model.network.head.text_embeddings[y]  # unit rows
+    text_cos = torch.stack([text[0, 0], text[1, 1]])  # cos(z_i, t_i): z is a scaled unit vector
+    expected = -(lmd * 0.0 + (1 - lmd) * text_cos.mean())
+    torch.testing.assert_close(model.alignment(z, v, y), expected, atol=1e-6, rtol=1e-5)
 
 
 def test_guidance_scale_one_ignores_the_negative(ddg):
@@ -115,13 +130,30 @@ def test_projected_conditioning_trains_and_checkpoints_its_token_map():
     assert any(key.startswith("token_map.") for key in ddg.state_dict_for_checkpoint()["modules"])
 
 
-def test_vl2v_aligns_at_every_step_and_trains_the_student():
-    vl2v = make("VL2V")
-    record = vl2v.update(minibatches(), step=1000)
-    assert record["stage"] == "align" and "loss_diff" not in record
-    assert any(p.grad is not None for p in vl2v.network.featurizer.parameters())
+def test_vl2v_trains_the_projection_first_then_the_backbone():
+    vl2v = make("VL2V", stage1_steps=0.5)  # 5 of the context's 10 steps
+    assert vl2v.stage_two_start == 5
+    first = vl2v.update(minibatches(), step=4)
+    assert first["stage"] == "align" and "loss_diff" not in first
+    assert all(p.grad is None for p in vl2v.network.featurizer.parameters())
+    assert vl2v.network.head.projection.weight.grad is not None
+    second = vl2v.update(minibatches(), step=5)
+    assert second["stage"] == "align_backbone"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in vl2v.network.featurizer.parameters())
     assert all(not p.requires_grad for p in vl2v.clip_teacher.parameters())
     assert vl2v.predict(minibatches()[0][0]).shape == (BATCH, len(CLASSES))
+
+
+def test_ddg_without_guidance_signal_trains_exactly_like_vl2v():
+    """cfg_scale 0 makes eps_hat = eps_neg (no gradient to the student); align_weight 1 leaves L_align."""
+    weights = []
+    for algorithm, extra in (("VL2V", {}), ("DDG", {"cfg_scale": 0.0, "align_weight": 1.0})):
+        torch.manual_seed(3)  # the same projection P
+        model = make(algorithm, stage1_steps=2, **extra)
+        for step in range(4):
+            model.update(minibatches(step), step)
+        weights.append(torch.cat([p.detach().flatten() for p in model.network.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1])
 
 
 def test_checkpoint_round_trip_restores_predictions(ddg):

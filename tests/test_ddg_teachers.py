@@ -10,8 +10,7 @@ from ddg_sweep.algorithms.losses import batched_guidance_eps
 from ddg_sweep.errors import UserError
 from ddg_sweep.models.clip_teacher import load_clip_teacher
 from ddg_sweep.models.sd_teacher import PROMPT_LENGTH, load_sd_teacher
-from ddg_sweep.models.tiny import tiny_student_path
-from ddg_sweep.models.tiny_teachers import tiny_clip_teacher_path, tiny_sd_path
+from ddg_sweep.models.tiny import tiny_clip_teacher_path, tiny_sd_path, tiny_student_path
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +77,7 @@ def test_clip_teacher_outputs(clip_teacher):
 
 def test_batched_guidance_equals_two_unet_calls(sd_teacher):
     generator = torch.Generator().manual_seed(0)
-    x_t = torch.randn(3, 4, 4, 4, generator=generator)
+    x_t = torch.randn(3, 4, 8, 8, generator=generator)
     t = torch.tensor([0, 500, 999])
     cond = torch.randn(3, PROMPT_LENGTH, sd_teacher.text_width, generator=generator, requires_grad=True)
     neg = torch.randn(3, PROMPT_LENGTH, sd_teacher.text_width, generator=generator)
@@ -105,7 +104,7 @@ def test_sd_text_width_mismatch_is_a_user_error(tmp_path):
     config.hidden_size = 48
     shutil.rmtree(folder / "text_encoder")
     transformers.CLIPTextModel(config).save_pretrained(folder / "text_encoder")
-    with pytest.raises(UserError, match="width 48 does not match the UNet's cross-attention width 32"):
+    with pytest.raises(UserError, match="width 48 does not match the UNet's cross-attention width 64"):
         load_sd_teacher(str(folder))
 
 

@@ -38,7 +38,7 @@ def test_fixture_table_parquet_schema(fixture_aggregate):
     out, _ = fixture_aggregate
     table = pd.read_parquet(out / "table.parquet")
     assert list(table.columns) == ["selection", "dataset", "algorithm", "test_env", "env_name",
-                                   "mean", "sem", "n"]
+                                   "mean", "sem", "n", "complete", "ties"]
     assert set(table["selection"]) == {"iid", "oracle", "loo"}
     iid = table[(table["selection"] == "iid")].set_index("test_env")
     assert iid.loc[0, "env_name"] == "C" and iid.loc[0, "n"] == 2
@@ -134,15 +134,31 @@ def test_generator_layout_and_record_count(tmp_path, layout):
     assert "swad" in summary["selections"]
 
 
-def test_agrees_with_domainbed_style_baseline_on_generated_sweep(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_aggregate",
-                                                  REPO / "benchmarks" / "bench_aggregate.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def _domainbed_like_text(sweep) -> str:
+    """What benchmarks/domainbed_like.py (the benchmark's DomainBed stand-in) prints."""
+    import contextlib
+    import io
+
+    spec = importlib.util.spec_from_file_location("domainbed_like",
+                                                  REPO / "benchmarks" / "domainbed_like.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        records = module.load_records(str(sweep))
+        print("Total records:", len(records))
+        for rule in (module.IID, module.LeaveOneOut, module.Oracle):
+            module.print_tables(records, rule)
+    return out.getvalue()
+
+
+def test_benchmark_stand_in_prints_domainbeds_tables(tmp_path):
+    """The speed benchmark's DomainBed stand-in reproduces DomainBed's own output, and ours."""
+    assert _domainbed_like_text(FIXTURE) == (FIXTURE / "expected.txt").read_text()
     make_sweep(tmp_path / "sweep", 4000, records_per_run=5, n_trials=3)
     aggregate(tmp_path / "sweep", tmp_path / "agg")
     ours = (tmp_path / "agg" / "tables.txt").read_text()
-    assert ours == bench.baseline_tables(str(tmp_path / "sweep"))
+    assert ours == _domainbed_like_text(tmp_path / "sweep")
     assert "X" not in ours
 
 
@@ -160,3 +176,21 @@ def test_swad_tables_list_only_algorithms_with_a_swad_model(tmp_path):
     iid_rows = [alg for alg, _ in build_grids(table, summary, "iid")[0][2]]
     assert "ERM" in iid_rows and "DDG" in iid_rows
     assert "DDG" in swad_rows and "ERM" not in swad_rows
+
+
+def test_runs_of_two_protocol_versions_are_never_mixed(tmp_path):
+    """Protocol 2 changed what `lmd` means: a folder holding runs of versions 1 and 2 is refused."""
+    sweep = tmp_path / "sweep"
+    for name, version in (("old", 1), ("new", 2), ("new2", 2)):
+        run = sweep / name
+        run.mkdir(parents=True)
+        record = {"args": {"dataset": "VLCS", "algorithm": "DDG", "test_envs": [0], "trial_seed": 0,
+                           "hparams_seed": 0, "protocol_version": version},
+                  "hparams": {"lmd": 0.5}, "step": 0, "env0_in_acc": 0.5, "env0_out_acc": 0.5,
+                  "env1_in_acc": 0.5, "env1_out_acc": 0.5}
+        (run / "results.jsonl").write_text(json.dumps(record) + "\n")
+        (run / "done").touch()
+    with pytest.raises(UserError, match=r"protocol versions 1 \(e.g. old\), 2 \(e.g. new\)"):
+        aggregate(sweep, tmp_path / "agg")
+    shutil.rmtree(sweep / "old")
+    assert aggregate(sweep, tmp_path / "agg")["runs"] == 2

@@ -70,8 +70,9 @@ def cell(table, selection, test_env=0):
 def test_each_rule_on_hand_made_runs(toy_sweep, tmp_path):
     aggregate(toy_sweep, tmp_path / "agg")
     table, summary = load_aggregate(tmp_path / "agg")
-    # iid: hparams 0 and 2 tie at val .8; the later run (2) wins -> .4
+    # iid: hparams 0 and 2 tie at val .8 (tests .2 and .4); the largest hparams_seed (2) wins -> .4
     assert cell(table, "iid")["mean"].tolist() == pytest.approx([40.0])
+    assert cell(table, "iid")["ties"].tolist() == [1]
     # oracle: last records' env0_out: .5 (a), .6 (b), .55 (c) -> b's last test .95
     assert cell(table, "oracle")["mean"].tolist() == pytest.approx([95.0])
     # loo: hparams 0 step 0 val (.5+.5)/2=.5, step 1 (.9+.7)/2=.8, step 2 incomplete -> step 1, .2
@@ -79,8 +80,12 @@ def test_each_rule_on_hand_made_runs(toy_sweep, tmp_path):
     # swad: a's val .7, b's val .85 -> b's SWAD test .66
     assert cell(table, "swad")["mean"].tolist() == pytest.approx([66.0])
     assert cell(table, "swad")["n"].tolist() == [1]
-    # Test envs 1 and 2 have no single-test-env runs: no rows, so X in the tables and no average.
-    assert cell(table, "iid", 1).empty and cell(table, "iid", -1).empty
+    # Test envs 1 and 2 have no single-test-env runs: no rows, so X in the tables; the
+    # averages cell averages the trial over the one env it has (DomainBed), marked incomplete.
+    assert cell(table, "iid", 1).empty
+    average = cell(table, "iid", -1)
+    assert average["mean"].tolist() == pytest.approx([40.0]) and average["n"].tolist() == [1]
+    assert average["complete"].tolist() == [False]
     assert summary["datasets"] == {"Toy": ["0", "1", "2"]}
     text = (tmp_path / "agg" / "tables.txt").read_text()
     assert "40.0 +/- 0.0" in text and "SWAD" in text

@@ -1,122 +1,97 @@
-"""The tiny teachers are pretrained: they know digits, their text rows differ, the prompt matters to the UNet."""
+"""The tiny teachers know digits they never saw: the shipped ones meet the demo's bar, and the
+training recipe behind them still yields teachers above chance from scratch."""
+import json
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from ddg_sweep.data.demo_digits import CLASS_FOLDERS, demo_data_dir
-from ddg_sweep.data.transforms import eval_transform
-from ddg_sweep.models import tiny_pretraining, tiny_teachers
+from conftest import run_cli
+from ddg_sweep.models import synthetic_digits, tiny_training
 from ddg_sweep.models.clip_teacher import load_clip_teacher
-from ddg_sweep.models.sd_teacher import class_prompt, load_sd_teacher
+from ddg_sweep.models.sd_teacher import load_sd_teacher
+from ddg_sweep.models.teacher_checks import clip_zero_shot, diffusion_classifier
+from ddg_sweep.teachers import demo_images
 
-ENVS = ("clean", "inverted", "sketch", "noisy")
-CLASS_NAMES = [f"digit {d}" for d in range(10)]
-
-
-@pytest.fixture(scope="module")
-def clip_teacher():
-    return load_clip_teacher(tiny_teachers.tiny_clip_teacher_path())
+# Issue 11's bar, on DemoDigits (chance 0.10).
+CLIP_MEAN_AT_LEAST, CLIP_EACH_AT_LEAST = 0.70, 0.50
+SD_CLEAN_AT_LEAST, SD_OTHERS_ABOVE = 0.50, 0.20
 
 
 @pytest.fixture(scope="module")
-def sd_teacher():
-    return load_sd_teacher(tiny_teachers.tiny_sd_path())
+def figures():
+    proc = run_cli("teachers", "--models", "tiny", "--format", "json", "--images-per-env", "80", "--draws", "12",
+                   check=True)
+    return json.loads(proc.stdout)
 
 
-@pytest.fixture(scope="module")
-def demo_images():
-    """Per environment: every 2nd DemoDigits image (ImageNet-normalised) and its label."""
-    root = demo_data_dir() / "DemoDigits"
-    out = {}
-    for env in ENVS:
-        xs, ys = [], []
-        for label, folder in enumerate(CLASS_FOLDERS):
-            for path in sorted((root / env / folder).glob("*.png"))[::2]:
-                xs.append(eval_transform(Image.open(path), 32))
-                ys.append(label)
-        out[env] = torch.stack(xs), torch.tensor(ys)
-    return out
+@pytest.mark.slow
+def test_shipped_clip_teacher_zero_shot_meets_the_bar(figures):
+    accuracies = figures["clip_zero_shot"]
+    envs = ("clean", "inverted", "sketch", "noisy")
+    assert accuracies["mean"] == pytest.approx(np.mean([accuracies[e] for e in envs]))
+    assert accuracies["mean"] >= CLIP_MEAN_AT_LEAST, accuracies
+    assert min(accuracies[e] for e in envs) >= CLIP_EACH_AT_LEAST, accuracies
 
 
-def test_clip_zero_shot_on_demo_digits_is_well_above_chance(clip_teacher, demo_images):
-    head = clip_teacher.class_text_head(CLASS_NAMES)
-    accuracies = {}
-    for env, (x, y) in demo_images.items():
-        logits = torch.nn.functional.normalize(clip_teacher.image_embeddings(x), dim=-1) @ head.t()
-        accuracies[env] = (logits.argmax(1) == y).float().mean().item()
-    # measured about 0.48 / 0.46 / 0.46 / 0.28 (mean 0.42); chance is 0.1
-    assert np.mean(list(accuracies.values())) > 0.3, accuracies
-    assert min(accuracies.values()) > 0.18, accuracies
+@pytest.mark.slow
+def test_shipped_sd_teacher_is_a_diffusion_classifier(figures):
+    plain = figures["sd_classifier"]
+    assert plain["clean"] >= SD_CLEAN_AT_LEAST, plain
+    assert all(plain[e] > SD_OTHERS_ABOVE for e in ("inverted", "sketch", "noisy")), plain
+    assert figures["sd_classifier_guided"]["mean"] > SD_OTHERS_ABOVE, figures["sd_classifier_guided"]
+    assert figures["prompt_sensitivity"]["mean"] > 0.05, figures["prompt_sensitivity"]
 
 
-def test_class_text_rows_are_separated(clip_teacher):
-    head = clip_teacher.class_text_head(CLASS_NAMES)
-    cosines = head @ head.t()
-    off_diagonal = cosines[~torch.eye(10, dtype=torch.bool)]
-    assert off_diagonal.mean() < 0.2 and off_diagonal.max() < 0.6, off_diagonal  # measured ~0.01 mean
-    assert 1.0 < clip_teacher.logit_scale <= 100.0
+@pytest.mark.slow
+def test_stage_two_gradient_points_toward_the_right_class(figures):
+    gradient = figures["stage2_gradient"]
+    assert gradient["draw_averaged_mean"] > 0, gradient
+    assert gradient["single_draw_mean"] > 0, gradient
+    assert gradient["batch"] == 48 and gradient["n_draws"] == 8
 
 
-@torch.no_grad()
-def test_unet_denoises_better_with_the_right_digit_prompt(sd_teacher, demo_images):
-    tokens = sd_teacher.encode_prompts([class_prompt(name) for name in CLASS_NAMES])
-    generator = torch.Generator().manual_seed(0)
-    right, wrong = [], []
-    for x, y in demo_images.values():
-        x0 = sd_teacher.encode_images(x, 32)
-        for t in (100, 300, 500):
-            timesteps = torch.full((len(x0),), t)
-            eps = torch.randn(x0.shape, generator=generator)
-            x_t = sd_teacher.add_noise(x0, timesteps, eps)
-            losses = torch.stack([((sd_teacher.predict_noise(x_t, timesteps, tokens[k].expand(len(x0), -1, -1))
-                                    - eps) ** 2).mean((1, 2, 3)) for k in range(10)], 1)
-            true = losses.gather(1, y[:, None]).squeeze(1)
-            right.append(true.mean())
-            wrong.append((losses.sum(1) - true).mean() / 9)
-    right, wrong = torch.stack(right), torch.stack(wrong)
-    assert (right < wrong).float().mean() >= 0.75, (right, wrong)
-    assert right.mean() < 0.99 * wrong.mean(), (right.mean(), wrong.mean())
-
-
-@torch.no_grad()
-def test_vae_latents_have_unit_scale_and_reconstruct(sd_teacher, demo_images):
-    x, _ = demo_images["clean"]
-    latents = sd_teacher.encode_images(x[:200], 32)
-    assert 0.5 < latents.std().item() < 2.0  # SD's 0.18215 kept, the encoder rescaled to match it
-    pixels = (x[:200] * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-              + torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) * 2 - 1
-    recon = sd_teacher.vae.decode(latents / sd_teacher.latent_scale).sample
-    assert ((recon - pixels) ** 2).mean() < 0.5 * pixels.var()
-
-
-def test_rendered_digits_are_seeded():
-    a_inks, a_labels = tiny_pretraining.render_glyphs(per_digit=3, seed=5)
-    b_inks, b_labels = tiny_pretraining.render_glyphs(per_digit=3, seed=5)
+def test_synthetic_digits_are_seeded():
+    a_inks, a_labels = synthetic_digits.render_glyphs(per_digit=3, seed=5)
+    b_inks, b_labels = synthetic_digits.render_glyphs(per_digit=3, seed=5)
     assert torch.equal(a_inks, b_inks) and torch.equal(a_labels, b_labels)
-    assert not torch.equal(a_inks, tiny_pretraining.render_glyphs(per_digit=3, seed=6)[0])
+    assert not torch.equal(a_inks, synthetic_digits.render_glyphs(per_digit=3, seed=6)[0])
     assert a_inks.shape == (30, 1, 32, 32) and a_labels.tolist() == sorted(a_labels.tolist())
+    assert a_inks.flatten(1).unique(dim=0).shape[0] == 30  # every glyph drawn anew
 
 
-def test_clip_pretraining_is_deterministic_and_leaves_global_state_alone():
-    import transformers
+def test_looks_span_both_polarities_outlines_and_textures():
+    data = synthetic_digits.SyntheticDigits(per_digit=4, seed=0)
+    images, labels, tags = data.batch(400)
+    assert images.shape == (400, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+    counts = {tag: sum(tag in t for t in tags) for tag in synthetic_digits.LOOK_WORDS}
+    assert all(counts[tag] > 40 for tag in ("dark", "outline", "textured", "plain", "colour")), counts
+    border = torch.cat([images[..., :2, :].flatten(1), images[..., -2:, :].flatten(1)], 1).mean(1)
+    dark = torch.tensor(["dark" in t for t in tags])
+    assert border[dark].mean() < border[~dark].mean() - 0.2  # dark looks have dark grounds
 
-    tokenizer = tiny_teachers.tiny_clip_tokenizer()
-    config = transformers.CLIPConfig(
-        text_config=tiny_teachers._text_config_kwargs(tokenizer, 16),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    data = tiny_pretraining.RenderedDigits(per_digit=4, seed=0, styled_copies=1)
-    weights = []
-    threads, rng_state = torch.get_num_threads(), torch.get_rng_state()
-    for _ in range(2):
-        with tiny_teachers._build_context(seed=0):
-            model = transformers.CLIPModel(config)
-            data.generator.manual_seed(1)
-            tiny_pretraining.train_clip(model, tokenizer, data, steps=3, batch_size=16, lr=1e-3, seed=2)
-        weights.append(model.state_dict())
-    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng_state)
-    for name, tensor in weights[0].items():
-        assert torch.equal(tensor, weights[1][name]), name
+
+def test_seeded_training_leaves_the_callers_rng_and_threads_alone():
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    with tiny_training.seeded(0, threads=1):
+        first = torch.rand(3)
+    with tiny_training.seeded(0, threads=1):
+        assert torch.equal(torch.rand(3), first)
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.slow
+def test_a_short_training_run_yields_teachers_above_chance(tmp_path, monkeypatch):
+    """The recipe, not only its shipped result: a few minutes' budget from random weights, and
+    DemoDigits is never generated (the cache stays empty)."""
+    monkeypatch.setenv("DDG_SWEEP_CACHE", str(tmp_path / "cache"))
+    summary = tiny_training.train_all(tmp_path / "weights", "test", threads=2, say=lambda line: None)
+    assert set(summary["seconds"]) == {"clip", "stable_diffusion", "student_vit-base", "student_resnet50"}
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setenv("DDG_SWEEP_CACHE", str(tmp_path / "demo-cache"))
+    images, class_names = demo_images(per_env=60)
+    clip = load_clip_teacher(str(tmp_path / "weights" / "clip"))
+    sd = load_sd_teacher(str(tmp_path / "weights" / "stable-diffusion"))
+    x, y = images["clean"]
+    assert clip_zero_shot(clip, x, y, class_names) > 0.2
+    assert diffusion_classifier(sd, x, y, class_names, 32, n_draws=8) > 0.15

@@ -4,14 +4,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import REPO, assert_one_line_error, run_cli
-from ddg_sweep.hparams import resolve_hparams
+from ddg_sweep.hparams import resolve_hparams, resolve_step
 from ddg_sweep.models.student import load_student
-from ddg_sweep.models.tiny import _tiny_student_model, tiny_student_path
+from ddg_sweep.models.tiny import student_model, tiny_student_path
 
 TRAIN = ["train", "--dataset", "DemoDigits", "--algorithm", "ERM", "--batch-size", "8"]
 
@@ -94,17 +95,43 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
 def test_hparams_defaults_and_random_draws():
     defaults = resolve_hparams("ERM", "PACS", 0, 0)
     assert defaults["lr"] == 5e-5 and defaults["batch_size"] == 32 and defaults["models"] == "paper"
+    assert defaults["swad_start"] == 0.625  # every algorithm has SWAD, from the paper's 5000 of 8000 steps
+    ddg = resolve_hparams("DDG", "PACS", 0, 0)
+    assert ddg["lmd"] == 0.5 and ddg["align_weight"] == 1.0 and ddg["stage1_steps"] == 0.625
     draw = resolve_hparams("ERM", "PACS", 3, 0)
     assert draw == resolve_hparams("ERM", "PACS", 3, 0)
     assert draw != resolve_hparams("ERM", "PACS", 3, 1) and draw["lr"] != defaults["lr"]
     assert resolve_hparams("ERM", "DemoDigits", 0, 0)["models"] == "tiny"
 
 
+@pytest.mark.parametrize("value,steps,step", [(0.625, 8000, 5000), (0.625, 120, 75), (0.5, 10, 5),
+                                             (5000, 8000, 5000), (0, 100, 0)])
+def test_stage_lengths_are_step_counts_or_fractions_of_the_steps(value, steps, step):
+    hparams = resolve_hparams("DDG", "PACS", overrides={"stage1_steps": value, "swad_start": value})
+    assert resolve_step(hparams["stage1_steps"], steps) == step == resolve_step(hparams["swad_start"], steps)
+    assert type(hparams["stage1_steps"]) is (float if 0 < value < 1 else int)
+
+
+def test_stage_length_flags_keep_the_job_identity_of_the_same_value():
+    from ddg_sweep.jobs import make_job
+
+    as_int = make_job("DDG", "PACS", [0], steps=8000, overrides={"stage1_steps": 5000})
+    as_text = make_job("DDG", "PACS", [0], steps=8000, overrides={"stage1_steps": "5000.0"})
+    assert as_int.job_id == as_text.job_id
+    fraction = make_job("DDG", "PACS", [0], steps=8000)
+    assert fraction.hparams["stage1_steps"] == 0.625 and fraction.job_id != as_int.job_id
+
+
 @pytest.mark.parametrize("backbone", ["clip_vit-b16", "vit-base", "resnet50"])
 def test_tiny_student_round_trip_through_from_pretrained(backbone):
-    torch.manual_seed(0)
-    built = _tiny_student_model(backbone).eval()
-    loaded = load_student(backbone, tiny_student_path(backbone)).eval()
+    from safetensors.torch import load_file
+
+    folder = Path(tiny_student_path(backbone))
+    saved = load_file(str(folder / "model.safetensors"))
+    built = student_model(backbone)
+    built.load_state_dict(saved)
+    built.eval()
+    loaded = load_student(backbone, str(folder)).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         reference = {

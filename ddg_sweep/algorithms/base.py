@@ -37,8 +37,6 @@ class Algorithm(nn.Module, abc.ABC):
     any other trained modules, and `self.optimizer`; teachers stay out of `trained_modules`.
     """
 
-    uses_swad = False
-
     def __init__(self, ctx: RunContext):
         super().__init__()
         self.ctx = ctx

@@ -1,7 +1,8 @@
 """DDG: Stage I alignment, then Stage II diffusion distillation with domain-debiasing guidance.
 
-Steps [0, stage1_steps): L = L_align (training P only, or everything: `stage1_trainable`).
-Steps [stage1_steps, steps): L = L_diff + lmd * L_align, where the student's class
+Steps [0, stage1_steps): L = L_align (training P only, or everything: `stage1_trainable`),
+as VL2V's first stage; `lmd` is L_align's image/text mix.
+Steps [stage1_steps, steps): L = L_diff + align_weight * L_align, where the student's class
 probabilities (or a trained token map of P f(x)) condition the frozen SD UNet and
 eps_hat = eps_neg + w (eps_cond - eps_neg) with the source domain's style prompt as
 the negative. See docs/ddg-method.md.
@@ -71,9 +72,6 @@ class DDG(AlignedAlgorithm):
             modules["token_map"] = self.token_map
         return nn.ModuleDict(modules)
 
-    def in_stage_two(self, step: int) -> bool:
-        return step >= self.hparams["stage1_steps"]
-
     def negative_conditioning(self, batch_sizes: list[int]) -> torch.Tensor:
         """c_neg per sample (B, 77, D): each sample's own source domain prompt, or the empty prompt."""
         if self.hparams["negative"] == "null":
@@ -131,11 +129,7 @@ class DDG(AlignedAlgorithm):
         y = torch.cat([y for _, y in minibatches])
         image_embeddings = self.teacher_image_embeddings(x)
         if not self.in_stage_two(step):
-            train_student = self.hparams["stage1_trainable"] == "all"
-            loss = self.alignment(self.student_projection(x, train_student), image_embeddings, y)
-            self.optimise(loss)
-            value = loss.item()
-            return {"loss": value, "loss_align": value, "stage": "align"}
+            return self.stage_one_update(x, y, image_embeddings)
         rng_state = self._rng_state()
         while True:
             try:
@@ -185,7 +179,7 @@ class DDG(AlignedAlgorithm):
         cond = self.conditioning(logits, projected)
         neg = self.negative_conditioning([len(xb) for xb, _ in minibatches])
         loss_diff = self.guided_diffusion_loss(x, cond, neg)
-        loss = loss_diff + self.hparams["lmd"] * loss_align
+        loss = loss_diff + self.hparams["align_weight"] * loss_align
         self.optimise(loss)
         return {"loss": loss.item(), "loss_diff": loss_diff.item(), "loss_align": loss_align.item(),
                 "stage": "diffusion"}

@@ -1,4 +1,4 @@
-"""ERM: a linear classifier on the student's features, trained with cross-entropy."""
+"""ERM: a linear classifier on the student's features, trained with cross-entropy (and SWAD, like every algorithm)."""
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,11 @@
-"""VL2V: distil the CLIP teacher into the student by Stage I alignment at every step.
+"""VL2V (VL2V-ADiP): distil the CLIP teacher into the student by the alignment loss, in two stages.
 
-Also the shared base of DDG: the student, the projection P, the frozen CLIP teacher
-and its zero-shot text head make `self.network` (x -> logits) for both.
+Steps [0, stage1_steps): L_align trains the projection P alone (the backbone frozen,
+VL2V-ADiP's DFC_STAGE1; `stage1_trainable: all` trains everything); steps
+[stage1_steps, steps): L_align trains the backbone and P (DFC_STAGE2, where SWAD averages).
+
+Also the shared base of DDG: the student, the projection P, the frozen CLIP teacher,
+its zero-shot text head (`self.network`: x -> logits) and Stage I are common to both.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from torch import nn
 
 from ddg_sweep.algorithms.base import Algorithm, RunContext
 from ddg_sweep.algorithms.losses import alignment_loss
+from ddg_sweep.hparams import resolve_step
 from ddg_sweep.models.clip_teacher import load_clip_teacher
 from ddg_sweep.models.student import Classifier, load_student
 
@@ -43,8 +48,6 @@ class AlignedAlgorithm(Algorithm):
     follows `ctx.step_options.teacher_bf16`; never on a CPU.
     """
 
-    uses_swad = True
-
     def __init__(self, ctx: RunContext, teacher_autocast: bool | None = None):
         super().__init__(ctx)
         self.device = torch.device(ctx.device)
@@ -58,6 +61,10 @@ class AlignedAlgorithm(Algorithm):
         text_head = self.clip_teacher.class_text_head(ctx.class_names)  # once per run: full precision
         head = ZeroShotHead(student.n_outputs, text_head, self.clip_teacher.logit_scale)
         self.network = Classifier(student, head)
+        self.stage_two_start = resolve_step(ctx.hparams["stage1_steps"], ctx.steps)
+
+    def in_stage_two(self, step: int) -> bool:
+        return step >= self.stage_two_start
 
     def _ready(self) -> None:
         self.to(self.device)
@@ -83,7 +90,15 @@ class AlignedAlgorithm(Algorithm):
 
     def alignment(self, projected: torch.Tensor, image_embeddings: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         text_rows = self.network.head.text_embeddings[y]
-        return alignment_loss(projected, image_embeddings, text_rows, self.hparams["align_mix"])
+        return alignment_loss(projected, image_embeddings, text_rows, self.hparams["lmd"])
+
+    def stage_one_update(self, x: torch.Tensor, y: torch.Tensor, image_embeddings: torch.Tensor) -> dict:
+        """Stage I: L_align on P alone (or on everything, `stage1_trainable: all`)."""
+        train_student = self.hparams["stage1_trainable"] == "all"
+        loss = self.alignment(self.student_projection(x, train_student), image_embeddings, y)
+        self.optimise(loss)
+        value = loss.item()
+        return {"loss": value, "loss_align": value, "stage": "align"}
 
     def optimise(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -92,7 +107,7 @@ class AlignedAlgorithm(Algorithm):
 
 
 class VL2V(AlignedAlgorithm):
-    """Stage I alignment for every step; the student and P are trained throughout."""
+    """Stage I on P, then the same loss on the backbone and P (see the module docstring)."""
 
     def __init__(self, ctx: RunContext, teacher_autocast: bool | None = None):
         super().__init__(ctx, teacher_autocast)
@@ -102,7 +117,9 @@ class VL2V(AlignedAlgorithm):
         x = torch.cat([x for x, _ in minibatches])
         y = torch.cat([y for _, y in minibatches])
         image_embeddings = self.teacher_image_embeddings(x)
+        if not self.in_stage_two(step):
+            return self.stage_one_update(x, y, image_embeddings)
         loss = self.alignment(self.student_projection(x, train_student=True), image_embeddings, y)
         self.optimise(loss)
         value = loss.item()
-        return {"loss": value, "loss_align": value, "stage": "align"}
+        return {"loss": value, "loss_align": value, "stage": "align_backbone"}

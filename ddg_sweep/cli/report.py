@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                         help=f"model selection rules among {', '.join(SELECTION_KEYS)} "
                              "(default: all the aggregate has)")
     tables.add_argument("--output", type=Path, default=None, help="file to write (default stdout)")
+    tables.add_argument("--show-hparams", action="store_true",
+                        help="instead of the tables, list the run each cell chose: trial seed, "
+                             "accuracies, step, hparams seed, run folder, job id, hyperparameters")
     tables.set_defaults(func=run_tables)
 
     plots = subparsers.add_parser(
@@ -60,11 +63,12 @@ def run_aggregate(args) -> int:
 
 
 def run_tables(args) -> int:
-    from ddg_sweep.report import files
+    from ddg_sweep.report import files, notes
     from ddg_sweep.report.tables import check_format, check_selections, render
 
     fmt = check_format(args.format)
     table, summary = files.load_aggregate(args.input)
+    selected = files.load_selected(args.input)
     selections = None
     if args.selection:
         selections = check_selections(args.selection)
@@ -73,7 +77,21 @@ def run_tables(args) -> int:
             raise UserError(f"the aggregate in {args.input} has no results for selection "
                             f"{', '.join(missing)}; it has {', '.join(summary['selections']) or 'none'}"
                             + (" (swad needs runs with swad.json)" if "swad" in missing else ""))
-    text = render(table, summary, fmt, selections)
+    shown = selections or [s for s in summary["selections"]]
+    for selection in shown:
+        mixed = notes.version_mix(selected, selection)
+        if mixed:
+            print(f"warning: the {selection} tables mix versions or devices: {'; '.join(mixed)}",
+                  file=sys.stderr)
+    if args.show_hparams:
+        from ddg_sweep.report.listing import list_selected
+
+        if selected is None or "run_id" not in selected:
+            raise UserError(f"{args.input} was aggregated by an older version without the chosen "
+                            "runs; run `aggregate` again to list them")
+        text = list_selected(selected, summary, shown)
+    else:
+        text = render(table, summary, fmt, selections, selected)
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -6,14 +6,6 @@ import argparse
 from ddg_sweep.hparams import REGISTRY, resolve_hparams
 
 
-# Help for hyperparameters whose registry entry has none (the registry's own help wins).
-FALLBACK_HELP = {
-    "swad_n_converge": "SWAD: validation rounds without a new best before averaging starts",
-    "swad_n_tolerance": "SWAD: rounds the validation loss may stay above the tolerance before averaging stops",
-    "swad_tolerance_ratio": "SWAD: how far above its best the validation loss may rise (fraction)",
-}
-
-
 def _default_text(h) -> str:
     """`paper X, demo Y` (or one value when they agree), read from the registry's defaults."""
     from ddg_sweep.data.catalog import DATASETS
@@ -33,8 +25,8 @@ def add_hparam_flags(parser: argparse.ArgumentParser) -> None:
         if h.name == "models":
             continue  # --models is a top-level flag
         sample = h.default("PACS", "paper")
-        kind = {bool: str, int: int, float: float}.get(type(sample), str)
-        text = h.help or FALLBACK_HELP.get(h.name) or h.name.replace("_", " ")
+        kind = h.convert or {bool: str, int: int, float: float}.get(type(sample), str)
+        text = h.help or h.name.replace("_", " ")
         only = "" if set(h.algorithms) == set(ALGORITHMS) else f"; {', '.join(h.algorithms)} only"
         group.add_argument("--" + h.name.replace("_", "-"), dest=f"hp_{h.name}", type=kind,
                            default=None, metavar=type(sample).__name__.upper(),

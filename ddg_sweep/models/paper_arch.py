@@ -30,7 +30,7 @@ def paper_arch_clip_teacher():
     import transformers
 
     from ddg_sweep.models.clip_teacher import CLIPTeacher
-    from ddg_sweep.models.tiny_teachers import tiny_clip_tokenizer
+    from ddg_sweep.models.tiny import tiny_clip_tokenizer
 
     config = transformers.CLIPConfig(text_config=SD_TEXT, vision_config=CLIP_L14_VISION, projection_dim=768)
     return CLIPTeacher(transformers.CLIPModel(config), tiny_clip_tokenizer())
@@ -41,7 +41,7 @@ def paper_arch_sd_teacher():
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     from ddg_sweep.models.sd_teacher import SDTeacher
-    from ddg_sweep.models.tiny_teachers import SD_SCHEDULE, tiny_clip_tokenizer
+    from ddg_sweep.models.tiny import SD_SCHEDULE, tiny_clip_tokenizer
 
     unet = UNet2DConditionModel(
         sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,

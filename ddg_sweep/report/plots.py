@@ -1,11 +1,13 @@
-"""PNG figures from an aggregate's records.parquet (matplotlib, Agg backend).
+"""PNG figures from an aggregate (matplotlib, Agg backend; no torch, no Ray).
 
-- `hparam_<name>.png`: held-out accuracy against lmd, cfg_scale, stage1_steps; one line
-  per dataset, error bars = standard error over trial seeds. A run's held-out
-  accuracy is its test-env accuracy at its best training-domain-validation
-  checkpoint, averaged over the runs sharing (dataset, trial seed, value).
-- `curves_<dataset>.png`: held-out test accuracy and mean validation accuracy
-  against step, averaged over the dataset's single-test-env runs.
+- `curves_<dataset>.png`: learning curves, one line per algorithm: held-out test
+  accuracy and training-domain validation accuracy against step, for the runs
+  that training-domain validation chose (selected.parquet); each trial seed is
+  averaged over the test environments, the line is the mean over trial seeds
+  and the band its standard error.
+- `hparam_<name>.png` for lmd, cfg_scale, stage1_steps (`ablation.py`).
+- `paper_layout.png`: the paper's table as bars, ours beside the published rows
+  (`paper_plot.py`).
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ import pandas as pd
 
 from ddg_sweep.report import files
 
-SWEPT_HPARAMS = ("lmd", "cfg_scale", "stage1_steps")
+CURVE_SELECTION = "iid"
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,92 +31,94 @@ def _pyplot():
     return plt
 
 
-def _safe_name(text: str) -> str:
+def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def best_checkpoint_per_run(records: pd.DataFrame) -> pd.DataFrame:
-    """Each single-test-env run's record with the highest training-domain val_acc."""
-    singles = records[(records["n_test_envs"] == 1) & records["val_acc"].notna()]
-    singles = singles.assign(order=np.arange(len(singles)))
-    ranked = singles.sort_values(["run_id", "val_acc", "order"], ascending=[True, False, True])
-    return ranked.drop_duplicates("run_id", keep="first")
-
-
-def _save(fig, path: Path) -> Path:
+def save(plt, fig, path: Path) -> Path:
+    """Save atomically (temporary file, then rename) and close the figure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
     tmp.replace(path)
     return path
 
 
-def plot_hparam(runs: pd.DataFrame, hparam: str, out_dir: Path, plt):
-    """One figure for `hparam`, or (None, reason) when it cannot be drawn."""
-    column = f"hp_{hparam}"
-    if column not in runs:
-        return None, f"hparam {hparam}: no run has it"
-    runs = runs[runs[column].notna()]
-    values = pd.to_numeric(runs[column], errors="coerce")
-    if values.isna().any():
-        return None, f"hparam {hparam}: not numeric"
-    if values.nunique() < 2:
-        return None, f"hparam {hparam}: does not vary (only {values.iloc[0] if len(values) else '-'})"
-    runs = runs.assign(value=values)
-    per_trial = runs.groupby(["dataset", "value", "trial_seed"], observed=True)["test_acc"].mean().reset_index()
-    stats = per_trial.groupby(["dataset", "value"], observed=True)["test_acc"].agg(
+def mean_and_sem(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Per `by` group: mean, standard error (population std / sqrt(n), as the tables) and n."""
+    stats = frame.groupby(by, observed=True)[value].agg(
         mean="mean", std=lambda a: float(np.std(a)), n="size").reset_index()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for dataset, lines in stats.groupby("dataset", observed=True):
-        sem = 100 * lines["std"] / np.sqrt(lines["n"])
-        ax.errorbar(lines["value"], 100 * lines["mean"], yerr=sem, marker="o", capsize=3,
-                    label=dataset)
-    path = _finish(plt, fig, ax, hparam, "held-out accuracy (%)", f"held-out accuracy vs {hparam}",
-                   out_dir / f"hparam_{_safe_name(hparam)}.png")
-    return path, None
+    stats["sem"] = stats["std"] / np.sqrt(stats["n"])
+    return stats
 
 
-def plot_curves(records: pd.DataFrame, dataset: str, out_dir: Path, plt) -> Path | None:
-    singles = records[(records["dataset"] == dataset) & (records["n_test_envs"] == 1)]
-    if not len(singles):
+def chosen_runs(records: pd.DataFrame, selected: pd.DataFrame | None) -> pd.DataFrame:
+    """Records of the runs that training-domain validation chose, one per (trial, test env)."""
+    singles = records[records["n_test_envs"] == 1]
+    if selected is None or "run_id" not in selected:
+        return singles[singles["hparams_seed"] == singles["hparams_seed"].min()]
+    runs = selected.loc[selected["selection"] == CURVE_SELECTION, "run_id"].astype(str)
+    return singles[singles["run_id"].astype(str).isin(set(runs))]
+
+
+def plot_curves(records: pd.DataFrame, selected, dataset: str, out_dir: Path, plt,
+                algorithm_order=None):
+    runs = chosen_runs(records[records["dataset"] == dataset], selected)
+    algorithm_order = algorithm_order or sorted(runs["algorithm"].astype(str).unique())
+    if not len(runs):
         return None
-    curve = singles.groupby("step")[["test_acc", "val_acc"]].mean().sort_index()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(curve.index, 100 * curve["test_acc"], label="held-out test (env in)")
-    ax.plot(curve.index, 100 * curve["val_acc"], label="validation (train envs out)")
-    return _finish(plt, fig, ax, "step", "accuracy (%)", f"{dataset}: mean over {singles['run_id'].nunique()} runs",
-                   out_dir / f"curves_{_safe_name(dataset)}.png")
-
-
-def _finish(plt, fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
-    """Label, legend and grid the axes, save the figure atomically, close it."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    path = _save(fig, path)
-    plt.close(fig)
-    return path
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    panels = (("test_acc", "held-out test environment (in split)"),
+              ("val_acc", "training-domain validation (out splits)"))
+    n_trials = {}
+    for algorithm in algorithm_order:
+        lines = runs[runs["algorithm"] == algorithm]
+        if not len(lines):
+            continue
+        n_trials[algorithm] = lines["trial_seed"].nunique()
+        for ax, (column, _) in zip(axes, panels):
+            per_trial = lines.groupby(["trial_seed", "step"], observed=True)[column].mean()
+            stats = mean_and_sem(per_trial.reset_index(), ["step"], column).sort_values("step")
+            mean, sem = 100 * stats["mean"], 100 * stats["sem"]
+            (line,) = ax.plot(stats["step"], mean, marker="o", markersize=3,
+                              label=f"{algorithm} ({n_trials[algorithm]} trial seed"
+                                    f"{'s' if n_trials[algorithm] != 1 else ''})")
+            ax.fill_between(stats["step"], mean - sem, mean + sem, color=line.get_color(),
+                            alpha=0.2, linewidth=0)
+    for ax, (_, title) in zip(axes, panels):
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize="small", loc="lower right")
+    band = ("band: ± standard error over trial seeds" if max(n_trials.values()) > 1
+            else "one trial seed: no band")
+    fig.suptitle(f"{dataset}: learning curves of the runs chosen by training-domain validation, "
+                 f"averaged over test environments; {band}", fontsize="small")
+    return save(plt, fig, out_dir / f"curves_{safe_name(dataset)}.png")
 
 
 def make_plots(agg_dir, out_dir) -> tuple[list[Path], list[str]]:
     """Draw every figure; returns (files written, messages for figures skipped)."""
+    from ddg_sweep.report.ablation import SWEPT_HPARAMS, plot_hparam
+    from ddg_sweep.report.paper_plot import plot_paper_layout
+
     records = files.load_records(agg_dir)
+    selected = files.load_selected(agg_dir)
+    table, summary = files.load_aggregate(agg_dir)
     out_dir = Path(out_dir)
-    plt = _pyplot()
+    plt = pyplot()
     written, skipped = [], []
-    runs = best_checkpoint_per_run(records)
     for hparam in SWEPT_HPARAMS:
-        path, reason = plot_hparam(runs, hparam, out_dir, plt)
-        if path is None:
-            skipped.append(reason)
-        else:
-            written.append(path)
+        path, reason = plot_hparam(records, hparam, out_dir, plt)
+        (written.append(path) if path is not None else skipped.append(reason))
     for dataset in sorted(records["dataset"].unique()):
-        path = plot_curves(records, dataset, out_dir, plt)
+        path = plot_curves(records, selected, dataset, out_dir, plt, summary["algorithms"])
         if path is None:
             skipped.append(f"curves for {dataset}: no single-test-env runs")
         else:
             written.append(path)
+    path, reason = plot_paper_layout(table, summary, out_dir, plt)
+    (written.append(path) if path is not None else skipped.append(reason))
     return written, skipped

@@ -1,33 +1,30 @@
-"""Find and read every run's `results.jsonl` (plus `done`, `swad.json`) below a folder.
+"""Read every run of a sweep into one records table (docs/report.md, records.parquet).
 
-Layouts: ours (`SWEEP/runs/<job_id>/results.jsonl`) and DomainBed's flat one
-(`SWEEP/<hash>/results.jsonl`); any folder holding a `results.jsonl` is a run.
-
-Speed: a run's `args` and `hparams` are the same on every line, so they are read
-once per run from its first good line; the per-checkpoint fields of all runs are
-parsed in bulk (`jsonl.py`), so no Python code runs per record.
+Speed: all runs' records are parsed in bulk by pyarrow (`jsonl.py`), with each
+record's numbers and the `args` that group it; a run's hparams come from one
+parse of the runs' first lines (`headers.py`), so no Python code runs per record.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ddg_sweep.errors import UserError
-from ddg_sweep.report.jsonl import BATCH_BYTES, RUN_TAG, Batch, strip_run_constants
-
-RESULTS_FILE = "results.jsonl"
-DONE_FILE = "done"
-SWAD_FILE = "swad.json"
-REQUIRED_ARGS = ("dataset", "algorithm", "test_envs", "trial_seed", "hparams_seed")
-ENV_KEY = re.compile(r"^env(\d+)_(in|out)_acc$")
-
+from ddg_sweep.provenance import read_provenance
+from ddg_sweep.report.derived import add_selection_columns
+from ddg_sweep.report.headers import hparams_frame, hparams_of_lines
+from ddg_sweep.report.jsonl import BATCH_BYTES, RUN_TAG, Batch
+from ddg_sweep.report.runfiles import (ENV_KEY, RESULTS_FILE, RunFile, _drop_truncated_tail,
+                                       _env_count_of_line, _first_good_line, _first_line,
+                                       _read_file, find_runs)
+from ddg_sweep.report.swad_runs import read_swad
 
 
 @dataclass
@@ -37,139 +34,6 @@ class SweepRecords:
     records: pd.DataFrame  # one row per record, see docs/report.md
     swad: pd.DataFrame  # one row per run with a swad.json
     stats: dict = field(default_factory=dict)
-
-
-@dataclass
-class _RunFile:
-    run_id: str
-    path: str
-    finished: bool
-    has_swad: bool
-
-
-def find_runs(input_dir: Path) -> list[_RunFile]:
-    """Every folder below `input_dir` holding a results.jsonl, sorted by relative path."""
-    found: list[_RunFile] = []
-    root = os.fspath(input_dir)
-    pending = [root]
-    exists = os.path.exists
-    while pending:
-        folder = pending.pop()
-        try:
-            subfolders = [entry.path for entry in os.scandir(folder) if entry.is_dir()]
-        except OSError:
-            continue
-        for path in subfolders:
-            # Three stats per run folder are cheaper than listing it.
-            if exists(os.path.join(path, RESULTS_FILE)):
-                # A run folder's sub-folders (checkpoints, ...) are not runs.
-                found.append(_RunFile(os.path.relpath(path, root), path,
-                                      exists(os.path.join(path, DONE_FILE)),
-                                      exists(os.path.join(path, SWAD_FILE))))
-            else:
-                pending.append(path)
-    if exists(os.path.join(root, RESULTS_FILE)):  # the input folder is itself one run
-        found.append(_RunFile(".", root, exists(os.path.join(root, DONE_FILE)),
-                              exists(os.path.join(root, SWAD_FILE))))
-    found.sort(key=lambda run: run.run_id)
-    return found
-
-
-def _read_file(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def _first_good_line(content: bytes) -> tuple[dict | None, int]:
-    """The first line that parses as a record with the required args; lines tried."""
-    first = content[:content.find(b"\n")] if b"\n" in content else content
-    try:  # the usual case: the very first line is fine
-        record = json.loads(first)
-        if isinstance(record, dict) and _has_required_args(record):
-            return record, 1
-    except ValueError:
-        pass
-    tried = 0
-    for line in content.splitlines():
-        if not line.strip():
-            continue
-        tried += 1
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and _has_required_args(record):
-            return record, tried
-    return None, tried
-
-
-def _has_required_args(record: dict) -> bool:
-    args = record.get("args")
-    return (isinstance(args, dict) and all(args.get(k) is not None for k in REQUIRED_ARGS)
-            and isinstance(args["test_envs"], list) and len(args["test_envs"]) > 0)
-
-
-def _env_count(record: dict) -> int:
-    indices = [int(m.group(1)) for m in map(ENV_KEY.match, record) if m]
-    return max(indices) + 1 if indices else 0
-
-
-def _drop_truncated_tail(content: bytes) -> tuple[bytes, int]:
-    """A file cut mid-write ends without a newline; drop that last line if it is broken."""
-    if not content or content.endswith(b"\n"):
-        return content, 0
-    cut = content.rfind(b"\n") + 1
-    try:
-        json.loads(content[cut:])
-        return content + b"\n", 0
-    except ValueError:
-        return content[:cut], 1
-
-
-def _run_row(run: _RunFile, header: dict, n_envs: int) -> dict:
-    args = header["args"]
-    test_envs = [int(env) for env in args["test_envs"]]
-    return {
-        "run_id": run.run_id,
-        "job_id": str(header.get("job_id") or Path(run.run_id).name),
-        "finished": run.finished,
-        "dataset": str(args["dataset"]),
-        "algorithm": str(args["algorithm"]),
-        "test_envs": ",".join(map(str, test_envs)),
-        "n_test_envs": len(test_envs),
-        "test_env": test_envs[0],
-        "test_env2": test_envs[1] if len(test_envs) > 1 else -1,
-        "trial_seed": int(args["trial_seed"]),
-        "hparams_seed": int(args["hparams_seed"]),
-        "seed": int(args.get("seed") or 0),
-        "steps": int(args.get("steps") or -1),
-        "holdout_fraction": float(args.get("holdout_fraction") or float("nan")),
-        "n_envs": n_envs,
-    }
-
-
-def hparams_frame(hparams_dicts: list[dict]) -> pd.DataFrame:
-    """`hp_<name>` columns with one dtype each: bool, int64, float64 or string."""
-    raw = pd.DataFrame.from_records(hparams_dicts)
-    columns = {}
-    for name in sorted(raw.columns):
-        values = raw[name]
-        present = values.dropna()
-        kinds = {type(v) for v in present}
-        if kinds and kinds <= {bool}:
-            column = values.astype("boolean")
-        elif kinds and kinds <= {int}:
-            column = values.astype("Int64")
-        elif kinds and kinds <= {int, float}:
-            column = values.astype("float64")
-        else:
-            column = values.map(lambda v: v if v is None or isinstance(v, str)
-                                else json.dumps(v), na_action="ignore").astype("string")
-        columns[f"hp_{name}"] = column
-    return pd.DataFrame(columns, index=raw.index)
 
 
 def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
@@ -185,39 +49,35 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
         stats["unfinished_runs_skipped"] = stats["unfinished_runs"]
         runs = [run for run in runs if run.finished]
 
-    run_rows, hparams, kept_runs, tables = [], [], [], []
+    # Reading the next files overlaps pyarrow's parse of the last batch (it releases the GIL).
+    read, batches, pending = [], [], []
     batch = Batch()
-    for run in runs:
-        content = _read_file(os.path.join(run.path, RESULTS_FILE))
-        if content is None:
-            continue
-        content, truncated = _drop_truncated_tail(content)
-        stats["malformed_lines"] += truncated
-        header, tried = _first_good_line(content)
-        if header is None:
-            stats["malformed_lines"] += tried
-            continue
-        stats["malformed_lines"] += tried - 1
-        if tried > 1 or not content.startswith(b"{"):
-            # lines before the first good one were counted: keep them out
-            lines = content.splitlines(keepends=True)
-            content = b"".join(lines[_index_of_good(lines, tried):])
-        first_line = content[:content.find(b"\n") + 1]
-        content = strip_run_constants(content, first_line, header)
-        n_envs = _env_count(header)
-        batch.add(content, len(run_rows), n_envs)
-        run_rows.append(_run_row(run, header, n_envs))
-        hp = header.get("hparams")
-        hparams.append(hp if isinstance(hp, dict) else {})
-        kept_runs.append(run)
-        if batch.size >= BATCH_BYTES:
-            tables.append(batch.parse(stats))
-            batch = Batch()
-    if batch.contents:
-        tables.append(batch.parse(stats))
+    with ThreadPoolExecutor(max_workers=1) as parser:
+        for run in runs:
+            content = _read_file(os.path.join(run.path, RESULTS_FILE))
+            if content is None:
+                continue
+            content, truncated = _drop_truncated_tail(content)
+            stats["malformed_lines"] += truncated
+            first_line = _first_line(content)
+            if first_line is None:
+                continue
+            batch.add(content, len(read), _env_count_of_line(first_line))
+            read.append((run, first_line))  # not the content: a 1M-record sweep holds 1.3 GB of it
+            if batch.size >= BATCH_BYTES:
+                batches.append(batch)
+                pending.append(parser.submit(batch.parse))
+                batch = Batch()
+        if batch.contents:
+            batches.append(batch)
+            pending.append(parser.submit(batch.parse))
+        tables = [future.result() for future in pending]
+    careful = any(b.fell_back for b in batches)
+    stats["malformed_lines"] += sum(b.dropped for b in batches)
 
-    records = _assemble(tables, run_rows, hparams, stats)
-    swad = read_swad(kept_runs, run_rows, stats)
+    records, runs_frame = _assemble(tables, read, careful, stats)
+    swad = read_swad([read[i][0] for i in runs_frame.index] if len(runs_frame) else [],
+                     runs_frame, stats)
     stats["records"] = len(records)
     stats["runs"] = int(records["run_id"].nunique()) if len(records) else 0
     stats["finished_runs"] = stats["runs_found"] - stats["unfinished_runs"]
@@ -229,94 +89,112 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
     return SweepRecords(records, swad, stats)
 
 
-def _index_of_good(lines: list[bytes], tried: int) -> int:
-    """Index in `lines` of the `tried`-th non-blank line."""
-    seen = 0
-    for index, line in enumerate(lines):
-        if line.strip():
-            seen += 1
-            if seen == tried:
-                return index
-    return len(lines)
-
-
 CATEGORY_COLUMNS = ("run_id", "job_id", "dataset", "algorithm", "test_envs")
+ARG_COLUMNS = ("dataset", "algorithm", "test_envs", "trial_seed", "hparams_seed", "seed",
+               "steps", "holdout_fraction")
 
 
-def _assemble(tables, run_rows, hparams, stats) -> pd.DataFrame:
-    if not run_rows:
-        return pd.DataFrame()
+def _valid_rows(table: pa.Table) -> pa.Array:
+    """A record counts when it parsed, has a step and the args that place it in a group."""
+    args = table.column("args")
+    valid = pc.and_(pc.is_valid(table.column(RUN_TAG)), pc.is_valid(table.column("step")))
+    for name in ("dataset", "algorithm", "trial_seed", "hparams_seed"):
+        valid = pc.and_(valid, pc.is_valid(pc.struct_field(args, name)))
+    lengths = pc.fill_null(pc.list_value_length(pc.struct_field(args, "test_envs")), 0)
+    return pc.and_(valid, pc.greater(lengths, 0))
+
+
+def _run_frame(first: pa.Table, read, careful: bool) -> pd.DataFrame:
+    """One row per run with records, from its first good record (docs/report.md)."""
+    args = first.column("args")
+    runs = pd.DataFrame({name: pc.struct_field(args, name).to_pandas() for name in ARG_COLUMNS
+                         if name != "test_envs"})
+    envs = pc.struct_field(args, "test_envs").to_pylist()
+    index = first.column(RUN_TAG).to_numpy()
+    runs.index = index
+    run_files = [read[i][0] for i in index]
+    _check_one_protocol(args, run_files)
+    runs.insert(0, "run_id", [run.run_id for run in run_files])
+    job_ids = first.column("job_id").to_pylist()
+    runs.insert(1, "job_id", [job or os.path.basename(run.path) for job, run in zip(job_ids, run_files)])
+    runs.insert(2, "finished", [run.finished for run in run_files])
+    runs["test_envs"] = [",".join(map(str, e)) for e in envs]
+    runs["n_test_envs"] = np.array([len(e) for e in envs], dtype=np.int64)
+    runs["test_env"] = np.array([e[0] for e in envs], dtype=np.int64)
+    runs["test_env2"] = np.array([e[1] if len(e) > 1 else -1 for e in envs], dtype=np.int64)
+    runs["seed"] = runs["seed"].fillna(0).astype("int64")
+    runs["steps"] = runs["steps"].fillna(-1).astype("int64")
+    runs["holdout_fraction"] = runs["holdout_fraction"].astype("float64")
+    n_envs = np.zeros(len(runs), dtype=np.int64)
+    env = 0
+    while f"env{env}_out_acc" in first.column_names:
+        present = first.column(f"env{env}_out_acc").is_valid().to_numpy(zero_copy_only=False)
+        n_envs = np.where(present, env + 1, n_envs)
+        env += 1
+    runs["n_envs"] = n_envs
+    runs = runs[["run_id", "job_id", "finished", "dataset", "algorithm", "test_envs", "n_test_envs",
+                 "test_env", "test_env2", "trial_seed", "hparams_seed", "seed", "steps",
+                 "holdout_fraction", "n_envs"]]
+    provenance = [{f"prov_{k}": v for k, v in read_provenance(run.path).items()}
+                  if run.has_provenance else {} for run in run_files]
+    if any(provenance):
+        runs = runs.join(pd.DataFrame(provenance, index=runs.index))
+    first_lines = [read[i][1] for i in index]
+    if careful or not bool(first.column("first_in_file").to_numpy().all()):
+        hparams = hparams_frame([_hparams_of(read[i][0]) for i in index])
+    else:
+        hparams = hparams_of_lines(first_lines)
+    hparams.index = runs.index
+    categories = [*CATEGORY_COLUMNS, *(c for c in runs if c.startswith("prov_"))]
+    return runs.astype({name: "category" for name in categories}).join(hparams)
+
+
+def _check_one_protocol(args, run_files) -> None:
+    """Runs of different ddg-sweep protocol versions compute different things under the same
+    hparam names (version 2 changed what `lmd` means): never average them together."""
+    first_run = {}
+    for version, run in zip(pc.struct_field(args, "protocol_version").to_pylist(), run_files):
+        if version is not None:
+            first_run.setdefault(version, run.run_id)
+    if len(first_run) > 1:
+        listed = ", ".join(f"{version} (e.g. {run})" for version, run in sorted(first_run.items()))
+        raise UserError(f"the sweep mixes runs of protocol versions {listed}; their hparams mean different "
+                        "things (version 2 changed lmd): aggregate each version's runs from separate folders")
+
+
+def _hparams_of(run: RunFile) -> dict:
+    content, _ = _drop_truncated_tail(_read_file(os.path.join(run.path, RESULTS_FILE)) or b"")
+    header, _ = _first_good_line(content)
+    hparams = header.get("hparams") if header else None
+    return hparams if isinstance(hparams, dict) else {}
+
+
+def _assemble(tables, read, careful: bool, stats) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not tables:
+        return pd.DataFrame(), pd.DataFrame()
     table = pa.concat_tables(tables, promote_options="default")
+    tags = table.column(RUN_TAG).to_numpy(zero_copy_only=False)
+    valid = _valid_rows(table)
+    stats["malformed_lines"] += int(len(table) - pc.sum(valid).as_py() if len(table) else 0)
+    # A run's first row in the table is its file's first line unless a batch fell back.
+    _, starts = np.unique(np.where(np.isnan(tags.astype(float)), -1, tags), return_index=True)
+    table = table.filter(valid)
+    if not len(table):
+        return pd.DataFrame(), pd.DataFrame()
+    tags = table.column(RUN_TAG).to_numpy()
+    run_order, first_rows = np.unique(tags, return_index=True)
+    kept_starts = pc.filter(pa.array(np.arange(len(valid))), valid).to_numpy()[first_rows]
+    first = table.take(first_rows).append_column(
+        "first_in_file", pa.array(np.isin(kept_starts, starts)))
+    runs = _run_frame(first, read, careful)
     stage = table.column("stage").dictionary_encode()
     table = table.set_column(table.schema.get_field_index("stage"), "stage", stage)
-    frame = table.to_pandas()
-    good = frame[RUN_TAG].notna() & frame["step"].notna()
-    stats["malformed_lines"] += int((~good).sum())
-    frame = frame[good]
-    run_index = frame.pop(RUN_TAG).to_numpy(dtype=np.int64)
-    runs = pd.DataFrame(run_rows)
-    runs = runs.astype({name: "category" for name in CATEGORY_COLUMNS}).join(
-        hparams_frame(hparams))
-    out = runs.iloc[run_index].reset_index(drop=True)
-    record_part = frame.reset_index(drop=True)
-    record_part["step"] = record_part["step"].astype("int64")
-    env_columns = sorted((c for c in record_part if ENV_KEY.match(c)),
+    frame = table.drop_columns(["args", "job_id", RUN_TAG]).to_pandas()
+    frame["step"] = frame["step"].astype("int64")
+    env_columns = sorted((c for c in frame if ENV_KEY.match(c)),
                          key=lambda c: (int(ENV_KEY.match(c).group(1)), c.endswith("out_acc")))
-    record_part = record_part[[c for c in record_part if c not in env_columns] + env_columns]
-    out = pd.concat([out, record_part], axis=1)
-    return add_selection_columns(out)
-
-
-def add_selection_columns(records: pd.DataFrame) -> pd.DataFrame:
-    """`val_acc` (mean out-acc of training envs) and `test_acc` (first test env's in-acc)."""
-    n = len(records)
-    max_envs = sum(1 for c in records.columns if ENV_KEY.match(c) and c.endswith("_out_acc"))
-    val_sum = np.zeros(n)
-    test_acc = np.full(n, np.nan)
-    env_of = records["test_env"].to_numpy() if n else np.zeros(0, dtype=int)
-    second = records["test_env2"].to_numpy() if n else np.zeros(0, dtype=int)
-    for env in range(max_envs):
-        out_acc = records[f"env{env}_out_acc"].to_numpy(dtype=float)
-        in_acc = records[f"env{env}_in_acc"].to_numpy(dtype=float)
-        is_test = (env_of == env) | (second == env)
-        # Adding in env order, like np.mean over DomainBed's list, gives identical floats.
-        val_sum = val_sum + np.where(is_test | (env >= records["n_envs"].to_numpy()), 0.0, out_acc)
-        test_acc = np.where(env_of == env, in_acc, test_acc)
-    n_train = records["n_envs"].to_numpy() - records["n_test_envs"].to_numpy() if n else 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        records["val_acc"] = np.where(n_train > 0, val_sum / np.maximum(n_train, 1), np.nan)
-    records["test_acc"] = test_acc
-    return records
-
-
-def read_swad(runs: list[_RunFile], run_rows: list[dict], stats: dict) -> pd.DataFrame:
-    """One row per run with a swad.json: run keys, env accuracies, SWAD window, hp_*."""
-    rows, hparams = [], []
-    row_of = {row["run_id"]: row for row in run_rows}
-    for run in runs:
-        if not run.has_swad:
-            continue
-        try:
-            swad = json.loads(_read_file(os.path.join(run.path, SWAD_FILE)))
-            base = (_run_row(run, swad, _env_count(swad)) if _has_required_args(swad)
-                    else dict(row_of[run.run_id]))
-        except (OSError, ValueError, KeyError, TypeError):
-            stats["malformed_swad"] += 1
-            continue
-        base["n_envs"] = _env_count(swad) or base["n_envs"]
-        for key in ("swad_start_step", "swad_end_step", "n_averaged"):
-            base[key] = swad.get(key)
-        for key, value in swad.items():
-            if ENV_KEY.match(key):
-                base[key] = float(value)
-        rows.append(base)
-        hp = swad.get("hparams")
-        hparams.append(hp if isinstance(hp, dict) else {})
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame(rows).join(hparams_frame(hparams))
-    for env in range(int(frame["n_envs"].max())):
-        for split in ("in", "out"):
-            if f"env{env}_{split}_acc" not in frame:
-                frame[f"env{env}_{split}_acc"] = np.nan
-    return add_selection_columns(frame)
+    frame = frame[[c for c in frame if c not in env_columns] + env_columns]
+    positions = np.searchsorted(run_order, tags)
+    out = runs.iloc[positions].reset_index(drop=True)
+    out = pd.concat([out, frame.reset_index(drop=True)], axis=1)
+    return add_selection_columns(out), runs

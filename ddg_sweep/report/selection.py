@@ -5,11 +5,19 @@ per-record Python loops. Records are grouped per (trial_seed, dataset,
 algorithm, test_env); a record whose run holds out two envs belongs to both
 envs' groups. Inside a group a *run* is one `hparams_seed`.
 
-Tie-breaking follows DomainBed: inside a run the first record (in file order)
-with the best validation accuracy wins; across runs DomainBed sorts by
-validation accuracy, stable, and takes the last element of the reversed list,
-so among equal runs the one that appeared *last* in the group wins. Record order
-is run folders sorted by path, then line order.
+Ties follow DomainBed's code, so both tools pick the same run (docs/report.md):
+
+- across runs, the highest validation accuracy wins; among runs with equal
+  validation accuracy the one with the *largest hparams_seed* wins (DomainBed's
+  Query.group sorts the runs by hparams_seed, then it sorts by validation
+  accuracy, stable, and takes the first of the reversed list);
+- inside a run, iid takes the first record (file order, the earliest checkpoint)
+  with the best validation accuracy, oracle the last record of the highest step,
+  loo the smallest step with the best validation accuracy.
+
+Each chosen row says how many runs shared its validation accuracy (`tied_runs`)
+and whether their test accuracies differ (`tie_decided`: the tie rule chose the
+number the table shows).
 """
 from __future__ import annotations
 
@@ -20,7 +28,9 @@ import pandas as pd
 
 GROUP_KEYS = ["trial_seed", "dataset", "algorithm", "test_env"]
 RUN_KEYS = GROUP_KEYS + ["hparams_seed"]
-SELECTED_COLUMNS = RUN_KEYS + ["step", "val_acc", "test_acc"]
+# `order`: the chosen row's index in the frame selected from (records, or swad runs).
+SELECTED_COLUMNS = RUN_KEYS + ["step", "val_acc", "test_acc", "order", "tied_runs",
+                               "tie_decided"]
 
 
 def _env_matrix(frame: pd.DataFrame, split: str) -> np.ndarray:
@@ -48,11 +58,36 @@ def _take(column: pd.Series, rows: np.ndarray):
     return column.to_numpy()[rows]
 
 
+def _ranks(values) -> tuple[np.ndarray, int]:
+    """Order-preserving dense ranks (categoricals by their categories' sorted names)."""
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        names = np.asarray(values.categories, dtype=str)
+        rank_of_code = np.argsort(np.argsort(names, kind="stable"), kind="stable")
+        return rank_of_code[np.asarray(values.codes)], len(names)
+    values = np.asarray(values)
+    if values.dtype == object:
+        values = values.astype(str)
+    unique, inverse = np.unique(values, return_inverse=True)
+    return inverse.reshape(-1), len(unique)
+
+
+def _codes(view: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """int64 codes of GROUP_KEYS and RUN_KEYS that sort like the keys themselves."""
+    code = np.zeros(len(view), dtype=np.int64)
+    for key in GROUP_KEYS:
+        ranks, size = _ranks(view[key].array if key in ("dataset", "algorithm")
+                             else view[key].to_numpy())
+        code = code * max(size, 1) + ranks
+    ranks, size = _ranks(view["hparams_seed"].to_numpy())
+    return code, code * max(size, 1) + ranks
+
+
 def explode_by_test_env(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (record, group): single-test-env records once, pairs twice.
 
     Columns: RUN_KEYS, order, step, n_test_envs, other_env, n_envs,
-    test_in_acc, test_out_acc, other_in_acc, val_acc.
+    test_in_acc, test_out_acc, other_in_acc, val_acc, and `group` / `run`: int64
+    codes of GROUP_KEYS / RUN_KEYS that sort as the keys do (fast sorting).
     """
     frame = frame.reset_index(drop=True)
     in_acc, out_acc = _env_matrix(frame, "in"), _env_matrix(frame, "out")
@@ -81,21 +116,28 @@ def explode_by_test_env(frame: pd.DataFrame) -> pd.DataFrame:
         "other_in_acc": _pick(in_acc[rows], other_env),
         "val_acc": frame["val_acc"].to_numpy()[rows],
     })
+    view["group"], view["run"] = _codes(view)
     return view
 
 
-def _first_appearance(view: pd.DataFrame) -> pd.DataFrame:
-    return view.groupby(RUN_KEYS, sort=False, as_index=False, observed=True)["order"].min().rename(
-        columns={"order": "first_order"})
+def best_run_per_group(run_accs: pd.DataFrame) -> pd.DataFrame:
+    """DomainBed's `sweep_acc`: the run with the highest val_acc; ties -> largest hparams_seed.
 
-
-def best_run_per_group(run_accs: pd.DataFrame, view: pd.DataFrame) -> pd.DataFrame:
-    """DomainBed's `sweep_acc`: the run with the highest val_acc; ties -> last-appearing."""
+    `run_accs`: one row per run (RUN_KEYS) with val_acc, test_acc and the chosen
+    record's `order` and `step`.
+    """
     run_accs = run_accs.dropna(subset=["val_acc"])
-    run_accs = run_accs.merge(_first_appearance(view), on=RUN_KEYS, how="left")
-    run_accs = run_accs.sort_values(GROUP_KEYS + ["val_acc", "first_order"], kind="stable")
-    chosen = run_accs.groupby(GROUP_KEYS, sort=False, observed=True).tail(1)
-    return chosen[SELECTED_COLUMNS].sort_values(GROUP_KEYS).reset_index(drop=True)
+    # `run` sorts like (GROUP_KEYS, hparams_seed): val_acc, then hparams_seed inside a group
+    run_accs = run_accs.sort_values(["group", "val_acc", "run"], kind="stable")
+    groups = run_accs.groupby("group", sort=False)
+    best_val = groups["val_acc"].transform("max")
+    at_best = run_accs[run_accs["val_acc"] == best_val]
+    tie_stats = at_best.groupby("group", sort=False)["test_acc"].agg(
+        tied_runs="size", distinct_tests="nunique")
+    chosen = groups.tail(1).merge(tie_stats.reset_index(), on="group", how="left")
+    chosen["tied_runs"] = chosen["tied_runs"].astype("int64")
+    chosen["tie_decided"] = chosen["distinct_tests"].to_numpy() > 1
+    return chosen.sort_values("group")[SELECTED_COLUMNS].reset_index(drop=True)
 
 
 class SelectionMethod(abc.ABC):
@@ -116,7 +158,7 @@ class SelectionMethod(abc.ABC):
             return pd.DataFrame(columns=SELECTED_COLUMNS)
         if view is None:
             view = explode_by_test_env(records)
-        chosen = best_run_per_group(cls.run_accs(view), view)
+        chosen = best_run_per_group(cls.run_accs(view))
         return chosen.astype({"dataset": str, "algorithm": str})
 
 
@@ -131,9 +173,9 @@ class IIDSelection(SelectionMethod):
     @classmethod
     def run_accs(cls, view):
         singles = view[(view["n_test_envs"] == 1) & view["val_acc"].notna()]
-        ranked = singles.sort_values(RUN_KEYS + ["val_acc", "order"],
-                                     ascending=[True] * 5 + [False, True], kind="stable")
-        best = ranked.drop_duplicates(RUN_KEYS, keep="first")
+        ranked = singles.sort_values(["run", "val_acc", "order"],
+                                     ascending=[True, False, True], kind="stable")
+        best = ranked.drop_duplicates("run", keep="first")
         return best.assign(test_acc=best["test_in_acc"])
 
 
@@ -148,8 +190,8 @@ class OracleSelection(SelectionMethod):
     @classmethod
     def run_accs(cls, view):
         singles = view[view["n_test_envs"] == 1]
-        last = singles.sort_values(RUN_KEYS + ["step", "order"], kind="stable").drop_duplicates(
-            RUN_KEYS, keep="last")
+        last = singles.sort_values(["run", "step", "order"], kind="stable").drop_duplicates(
+            "run", keep="last")
         return last.assign(val_acc=last["test_out_acc"], test_acc=last["test_in_acc"])
 
 
@@ -158,19 +200,18 @@ class LeaveOneOutSelection(SelectionMethod):
     single-test-env record and, for every other env j, the (test, j) run's record
     at that step; val = mean over j of env{j}_in_acc from the (test, j) run,
     test = env{test}_in_acc of the single run. A step missing any of them is
-    skipped; each run's best step (first-seen on ties), then the best run."""
+    skipped; each run's best step (the smallest on ties), then the best run."""
 
     key = "loo"
     name = "leave-one-domain-out cross-validation"
 
     @classmethod
     def run_accs(cls, view):
-        step_keys = RUN_KEYS + ["step"]
-        step_order = view.groupby(step_keys, sort=False, as_index=False, observed=True)["order"].min().rename(
-            columns={"order": "step_order"})
+        step_keys = ["run", "step"]
         singles = view[view["n_test_envs"] == 1]
-        counts = singles.groupby(step_keys, sort=False, observed=True)["order"].transform("size")
-        tests = singles[counts == 1][step_keys + ["test_in_acc", "n_envs"]]
+        counts = singles.groupby(step_keys, sort=False)["order"].transform("size")
+        tests = singles[counts == 1][RUN_KEYS + ["group", "run", "step", "test_in_acc", "n_envs",
+                                                 "order"]]
 
         pairs = view[(view["n_test_envs"] == 2)]
         pairs = pairs.drop_duplicates(step_keys + ["other_env"], keep="last")
@@ -190,10 +231,10 @@ class LeaveOneOutSelection(SelectionMethod):
         with np.errstate(invalid="ignore", divide="ignore"):
             merged["val_acc"] = np.where(complete, val_sum / (n_envs - 1), np.nan)
         merged["test_acc"] = merged["test_in_acc"]
-        merged = merged.dropna(subset=["val_acc"]).merge(step_order, on=step_keys)
-        ranked = merged.sort_values(RUN_KEYS + ["val_acc", "step_order"],
-                                    ascending=[True] * 5 + [False, True], kind="stable")
-        return ranked.drop_duplicates(RUN_KEYS, keep="first")
+        merged = merged.dropna(subset=["val_acc"])
+        ranked = merged.sort_values(["run", "val_acc", "step"],
+                                    ascending=[True, False, True], kind="stable")
+        return ranked.drop_duplicates("run", keep="first")
 
 
 class SwadSelection(SelectionMethod):

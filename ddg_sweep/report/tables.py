@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from ddg_sweep.errors import UserError
-from ddg_sweep.report import files
+from ddg_sweep.report import files, notes
+from ddg_sweep.report.formats import escape_latex, latex_table, markdown_table
 from ddg_sweep.report.selection import SELECTION_METHODS, SELECTION_ORDER
 
 FORMATS = {"markdown": ".md", "latex": ".tex", "text": ".txt"}
@@ -42,16 +43,33 @@ def check_format(fmt: str) -> str:
 
 
 class Cell:
-    """One table cell: mean and standard error in percent, or missing."""
+    """One table cell: mean and standard error in percent over `n` trial seeds, or missing."""
 
-    def __init__(self, mean=None, sem=None):
-        self.mean, self.sem = mean, sem
+    def __init__(self, mean=None, sem=None, n=0, complete=True, ties=0):
+        self.mean, self.sem, self.n = mean, sem, n
+        self.complete, self.ties = complete, ties
+
+    def marks(self) -> set[str]:
+        """The notes this cell needs in markdown/LaTeX (notes.py)."""
+        if self.mean is None:
+            return set()
+        return ({notes.INCOMPLETE} if not self.complete else set()) | (
+            {notes.TIE} if self.ties else set()) | ({notes.FEW_SEEDS} if self.n < 3 else set())
 
     def render(self, style: str, decimals: int = 1) -> str:
         if self.mean is None:
             return MISSING
-        pm = {"text": "+/-", "markdown": "±", "latex": "$\\pm$"}[style]
-        return f"{self.mean:.{decimals}f} {pm} {self.sem:.{decimals}f}"
+        if style == "text":  # DomainBed's, whatever n is
+            return f"{self.mean:.{decimals}f} +/- {self.sem:.{decimals}f}"
+        pm = {"markdown": "±", "latex": "$\\pm$"}[style]
+        text = f"{self.mean:.{decimals}f}"
+        if self.n >= 2:  # one seed has no spread: no `± 0.0`
+            text += f" {pm} {self.sem:.{decimals}f}"
+        if self.n < 3:
+            text += f" (n={self.n})"
+        marks = self.marks()
+        return text + "".join(notes.MARKS[style][kind] for kind in (notes.INCOMPLETE, notes.TIE)
+                              if kind in marks)
 
 
 def _row_average(cells: list[Cell], decimals: int = 1) -> str:
@@ -62,11 +80,22 @@ def _row_average(cells: list[Cell], decimals: int = 1) -> str:
 
 
 def _lookup(table: pd.DataFrame) -> dict:
-    return {(r.selection, r.dataset, r.algorithm, int(r.test_env)): Cell(r.mean, r.sem)
+    has_flags = "complete" in table.columns
+    return {(r.selection, r.dataset, r.algorithm, int(r.test_env)):
+            Cell(r.mean, r.sem, int(r.n), bool(r.complete) if has_flags else True,
+                 int(r.ties) if has_flags else 0)
             for r in table.itertuples(index=False)}
 
 
-def build_grids(table: pd.DataFrame, summary: dict, selection: str) -> list[tuple]:
+def environment_labels(summary: dict, full: bool) -> dict[str, list[str]]:
+    """Per dataset, DomainBed's short environment names, or the names written out."""
+    if full and "environments" in summary:
+        return summary["environments"]
+    return summary["datasets"]
+
+
+def build_grids(table: pd.DataFrame, summary: dict, selection: str, full_names: bool = False
+                ) -> list[tuple]:
     """[(title, column labels, [(algorithm, [Cell...])], colwidth)] for one selection."""
     cells = _lookup(table)
     algorithms = summary["algorithms"]
@@ -74,7 +103,7 @@ def build_grids(table: pd.DataFrame, summary: dict, selection: str) -> list[tupl
         algorithms = [a for a in algorithms if any(k[0] == "swad" and k[2] == a for k in cells)]
     name = SELECTION_METHODS[selection].name
     grids = []
-    for dataset, env_names in summary["datasets"].items():
+    for dataset, env_names in environment_labels(summary, full_names).items():
         rows = [(alg, [cells.get((selection, dataset, alg, env), Cell())
                        for env in range(len(env_names))]) for alg in algorithms]
         grids.append((f"Dataset: {dataset}, model selection method: {name}",
@@ -111,83 +140,80 @@ def _default_selections(summary: dict) -> list[str]:
     return [s for s in SELECTION_ORDER if s in wanted]
 
 
-def _escape_latex(text: str) -> str:
-    for char, escaped in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
-                          ("#", "\\#"), ("$", "\\$")):
-        text = text.replace(char, escaped)
-    return text
-
-
-def _markdown_table(labels, body) -> str:
-    lines = ["| " + " | ".join(labels) + " |", "|" + "---|" * len(labels)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
-
-
-def _latex_table(labels, body) -> str:
-    lines = ["\\begin{center}", "\\begin{tabular}{l" + "c" * (len(labels) - 1) + "}", "\\toprule",
-             " & ".join("\\textbf{" + _escape_latex(str(l)) + "}" for l in labels) + " \\\\",
-             "\\midrule"]
-    lines += [" & ".join([_escape_latex(row[0]), *row[1:]]) + " \\\\" for row in body]
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{center}"]
-    return "\n".join(lines) + "\n"
-
-
-def render_selection(table, summary, selection: str, fmt: str) -> str:
-    """DomainBed's per-dataset and averages tables of one selection, in `fmt`."""
+def render_selection(table, summary, selection: str, fmt: str, selected=None) -> str:
+    """DomainBed's per-dataset and averages tables of one selection, in `fmt`, with notes."""
     if fmt == "text":
         return render_domainbed_text(table, summary, [selection]).split("\n", 1)[1]
     name = SELECTION_METHODS[selection].name
     out = ([f"## Model selection: {name}\n"] if fmt == "markdown"
-           else [f"\\subsection{{Model selection: {_escape_latex(name)}}}\n"])
-    for title, labels, rows, _ in build_grids(table, summary, selection):
+           else [f"\\subsection{{Model selection: {escape_latex(name)}}}\n"])
+    if selection == "loo" and not (table["selection"] == "loo").any():
+        out.append(notes.render_notes([notes.LOO_EMPTY_NOTE], fmt))
+    for title, labels, rows, _ in build_grids(table, summary, selection, full_names=True):
         heading = title.split(",")[0].replace("Dataset: ", "")
         body = [[alg, *(c.render(fmt) for c in cells), _row_average(cells)] for alg, cells in rows]
+        used = set().union(*(c.marks() for _, cells in rows for c in cells))
         if fmt == "markdown":
-            out.append(f"\n### {heading}\n\n" + _markdown_table(labels, body))
+            out.append(f"\n### {heading}\n\n" + markdown_table(labels, body))
         else:
-            out.append(f"\n\\subsubsection{{{_escape_latex(heading)}}}\n" + _latex_table(labels, body))
+            out.append(f"\n\\subsubsection{{{escape_latex(heading)}}}\n" + latex_table(labels, body))
+        out.append(notes.render_notes(notes.mark_lines(used, fmt), fmt))
+    mixed = notes.version_mix(selected, selection)
+    if mixed:
+        out.append(notes.render_notes([notes.version_mix_note(mixed)], fmt))
     return "".join(out)
 
 
-def paper_rows(table, summary, selections) -> tuple[list[str], list[list[str]]]:
-    """The paper's layout: its reference rows, then ours (averages-table means, %)."""
+def paper_rows(table, summary, selections, fmt: str = "text"
+               ) -> tuple[list[str], list[list[str]], list]:
+    """The paper's layout: its reference rows, then ours (averages-table means, %), and notes."""
     labels = ["Method", *(short for _, short in PAPER_COLUMNS), "Avg"]
     body = [[name, *(f"{v:.2f}" for v in values), f"{avg:.2f}"]
             for name, values, avg in PAPER_REFERENCE_ROWS]
     cells = _lookup(table)
+    used, ours = set(), 0
     for selection in selections:
         for alg in summary["algorithms"]:
             row = [cells.get((selection, d, alg, AVERAGE_ENV), Cell()) for d, _ in PAPER_COLUMNS]
             if all(c.mean is None for c in row):
                 continue
-            body.append([f"{alg} (ours, {selection})", *(c.render("text", 2) for c in row),
+            ours += 1
+            used |= set().union(*(c.marks() for c in row))
+            body.append([f"{alg} (ours, {selection})", *(c.render(fmt, 2) for c in row),
                          _row_average(row, 2)])
-    return labels, body
+    paper = [d for d, _ in PAPER_COLUMNS]
+    if not ours:
+        lines = [notes.paper_empty_note(list(summary["datasets"]), paper)]
+    else:
+        missing = [d for d in paper if d not in summary["datasets"]]
+        lines = (notes.mark_lines(used, fmt) if fmt != "text" else []) + (
+            [notes.paper_partial_note(missing)] if missing else [])
+    return labels, body, lines
 
 
 def render_paper(table, summary, selections, fmt: str) -> str:
-    labels, body = paper_rows(table, summary, selections)
+    labels, body, lines = paper_rows(table, summary, selections, fmt)
     if fmt == "markdown":
-        body = [[cell.replace("+/-", "±") for cell in row] for row in body]
-        return "## Paper layout (accuracy %, ours: mean ± standard error)\n\n" + _markdown_table(
-            labels, body)
+        what = ("ours: mean ± standard error over trial seeds"
+                if len(body) > len(PAPER_REFERENCE_ROWS) else "published rows only")
+        return (f"## Paper layout (accuracy %, {what})\n\n"
+                + markdown_table(labels, body) + notes.render_notes(lines, fmt))
     if fmt == "latex":
-        body = [[cell.replace("+/-", "$\\pm$") for cell in row] for row in body]
-        return "\\subsection{Paper layout}\n" + _latex_table(labels, body)
+        return ("\\subsection{Paper layout}\n" + latex_table(labels, body)
+                + notes.render_notes(lines, fmt))
     width = max(12, *(len(cell) for row in body for cell in row))
     return ("\n-------- Paper layout (accuracy %)\n" + _text_row(labels, width)
             + "".join(_text_row(row, width) for row in body))
 
 
-def render(table, summary, fmt: str, selections=None) -> str:
+def render(table, summary, fmt: str, selections=None, selected=None) -> str:
     """Everything the `tables` command prints: every selection's tables, then the paper's."""
     fmt = check_format(fmt)
     selections = check_selections(selections) if selections else _default_selections(summary)
     if fmt == "text":
         parts = [render_domainbed_text(table, summary, selections)]
     else:
-        parts = [render_selection(table, summary, s, fmt) + "\n" for s in selections]
+        parts = [render_selection(table, summary, s, fmt, selected) + "\n" for s in selections]
     parts.append(render_paper(table, summary, selections, fmt))
     return "".join(parts)
 
@@ -195,6 +221,7 @@ def render(table, summary, fmt: str, selections=None) -> str:
 def write_tables(agg_dir, out_dir, formats=("markdown", "latex")) -> list[Path]:
     """Write OUT/tables/<selection>.<ext> and OUT/tables/paper.<ext> for each format."""
     table, summary = files.load_aggregate(agg_dir)
+    selected = files.load_selected(agg_dir)
     selections = _default_selections(summary)
     folder = Path(out_dir) / "tables"
     written = []
@@ -202,7 +229,7 @@ def write_tables(agg_dir, out_dir, formats=("markdown", "latex")) -> list[Path]:
         ext = FORMATS[check_format(fmt)]
         for selection in selections:
             written.append(files.atomic_write_text(
-                folder / f"{selection}{ext}", render_selection(table, summary, selection, fmt)))
+                folder / f"{selection}{ext}", render_selection(table, summary, selection, fmt, selected)))
         written.append(files.atomic_write_text(
             folder / f"paper{ext}", render_paper(table, summary, selections, fmt)))
     return written

@@ -1,0 +1,79 @@
+"""`teachers`: measure what the tiny teachers know on DemoDigits, or train the tiny family anew."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ddg_sweep.errors import UserError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "teachers", help="the tiny teachers' figures on DemoDigits, or train the tiny models",
+        description="Measure the tiny CLIP (zero-shot accuracy) and Stable Diffusion (as a diffusion "
+                    "classifier, plain and guided) on every DemoDigits environment, and the cosine "
+                    "between Stage II's diffusion gradient and the supervised gradient on the "
+                    "student's logits. With --train DIR, train the whole tiny family from configs on "
+                    "synthetic digits into DIR instead (use it with DDG_SWEEP_TINY_WEIGHTS=DIR).")
+    parser.add_argument("--models", choices=("tiny",), default="tiny",
+                        help="model family to measure (only tiny: DemoDigits is the tiny models' data)")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    parser.add_argument("--images-per-env", type=int, default=100, metavar="N",
+                        help="DemoDigits images scored per environment (default 100)")
+    parser.add_argument("--draws", type=int, default=16, metavar="N",
+                        help="noise draws per image for the diffusion classifier (default 16)")
+    parser.add_argument("--cfg-scale", type=float, default=3.0,
+                        help="guidance scale w of the guided classifier and the gradient check (default 3.0)")
+    parser.add_argument("--train", type=Path, default=None, metavar="DIR",
+                        help="train the tiny family into DIR instead of measuring")
+    parser.add_argument("--budget", choices=("full", "short"), default="full",
+                        help="with --train: full (the shipped weights, about an hour on 2 cores) or short "
+                             "(a few minutes, weaker)")
+    parser.add_argument("--threads", type=int, default=None, help="with --train: torch threads")
+    parser.set_defaults(func=main)
+
+
+def _text(figures: dict) -> str:
+    envs = [k for k in figures["clip_zero_shot"] if k != "mean"]
+    rows = [f"{'':<24}" + "".join(f"{env:>10}" for env in envs) + f"{'mean':>10}"]
+    for name in ("clip_zero_shot", "sd_classifier", "sd_classifier_guided", "prompt_sensitivity"):
+        values = figures[name]
+        rows.append(f"{name:<24}" + "".join(f"{values[env]:>10.3f}" for env in envs) + f"{values['mean']:>10.3f}")
+    settings = figures["settings"]
+    rows.append(f"(chance {settings['chance']:.2f}; {settings['images_per_env']} images per environment, "
+                f"{settings['n_draws']} noise draws, guided at w={settings['cfg_scale']:g} against the "
+                f"environment's domain prompt; SD at {settings['sd_resolution']} px)")
+    gradient = figures["stage2_gradient"]
+    rows.append(f"Stage II gradient vs supervised gradient on the student's logits (cosine): one draw "
+                f"{gradient['single_draw_mean']:+.3f} ({100 * gradient['single_draw_positive_share']:.0f} % "
+                f"positive), averaged over {gradient['n_draws']} draws {gradient['draw_averaged_mean']:+.3f} "
+                f"({100 * gradient['draw_averaged_positive_share']:.0f} % positive)")
+    if figures.get("training"):
+        seconds = figures["training"]["seconds"]
+        rows.append(f"trained ({figures['training']['budget']} budget) in {sum(seconds.values()):.0f} s: "
+                    + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    return "\n".join(rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.images_per_env <= 0 or args.draws <= 0:
+        raise UserError("--images-per-env and --draws must be > 0")
+    if args.train is not None:
+        from ddg_sweep.models.tiny_training import train_all
+
+        if args.train.exists() and any(args.train.iterdir()):
+            raise UserError(f"{args.train} is not empty; pass a new folder to --train")
+        train_all(args.train, args.budget, args.threads, say=lambda line: print(line, flush=True))
+        print(f"trained the tiny family into {args.train}; use it with DDG_SWEEP_TINY_WEIGHTS={args.train}")
+        return 0
+    from ddg_sweep.models.tiny import weights_dir
+    from ddg_sweep.teachers import stage_two_gradient_cosine, teacher_figures
+
+    figures = teacher_figures(args.images_per_env, args.draws, args.cfg_scale)
+    figures["stage2_gradient"] = stage_two_gradient_cosine(cfg_scale=args.cfg_scale)
+    training = weights_dir() / "training.json"
+    figures["training"] = json.loads(training.read_text()) if training.is_file() else None
+    figures["weights"] = str(weights_dir())
+    print(json.dumps(figures, indent=2) if args.format == "json" else _text(figures))
+    return 0
