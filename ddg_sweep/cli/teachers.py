@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     parser.add_argument("--cfg-scale", type=float, default=3.0,
                         help="guidance scale w of the guided classifier and the gradient check (default 3.0)")
     parser.add_argument("--train", type=Path, default=None, metavar="DIR",
-                        help="train the tiny family into DIR instead of measuring")
+                        help="train the tiny family into DIR instead of measuring (again on an interrupted "
+                             "DIR: its finished parts are kept)")
     parser.add_argument("--budget", choices=("full", "short"), default="full",
                         help="with --train: full (the shipped weights, about an hour on 2 cores) or short "
                              "(a few minutes, weaker)")
@@ -62,8 +63,9 @@ def main(args: argparse.Namespace) -> int:
     if args.train is not None:
         from ddg_sweep.models.tiny_training import train_all
 
-        if args.train.exists() and any(args.train.iterdir()):
-            raise UserError(f"{args.train} is not empty; pass a new folder to --train")
+        if args.train.exists() and any(args.train.iterdir()) and not (args.train / "training.json").exists():
+            raise UserError(f"{args.train} is not empty and holds no interrupted training; pass a new "
+                            "folder to --train")
         train_all(args.train, args.budget, args.threads, say=lambda line: print(line, flush=True))
         print(f"trained the tiny family into {args.train}; use it with DDG_SWEEP_TINY_WEIGHTS={args.train}")
         return 0

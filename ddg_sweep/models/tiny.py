@@ -108,10 +108,11 @@ def vae_model():
 def unet_model():
     from diffusers import UNet2DConditionModel
 
-    # cross-attention at both resolutions (8x8 and 4x4) and in the middle block
+    # cross-attention at both resolutions (8x8 and 4x4) and in the middle block; about 1.1 M
+    # parameters, 8 GFLOP for a Stage II forward and backward of 48 samples
     return UNet2DConditionModel(
         sample_size=SD_RESOLUTION // 4, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(48, 96), norm_num_groups=8, attention_head_dim=4,
+        block_out_channels=(32, 64), norm_num_groups=8, attention_head_dim=4,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=CLIP_WIDTH,

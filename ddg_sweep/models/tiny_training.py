@@ -17,15 +17,16 @@ from typing import Callable
 
 import torch
 
+from ddg_sweep.errors import UserError
 from ddg_sweep.models import tiny
 from ddg_sweep.models import tiny_pretraining as pretraining
 from ddg_sweep.models.synthetic_digits import SyntheticDigits
 
 BUDGETS = {
     "full": dict(clip_glyphs=600, clip=dict(steps=6000, batch_size=128, lr=2e-3),
-                 sd_glyphs=600, vae=dict(steps=1500, batch_size=64, lr=2e-3, kl_weight=1e-4),
-                 bank_images=40000, unet=dict(steps=16000, batch_size=128, lr=1e-3),
-                 student_glyphs=400, student=dict(steps=2000, batch_size=128, lr=2e-3)),
+                 sd_glyphs=600, vae=dict(steps=1000, batch_size=32, lr=2e-3, kl_weight=1e-4),
+                 bank_images=30000, unet=dict(steps=9000, batch_size=64, lr=1e-3),
+                 student_glyphs=400, student=dict(steps=1500, batch_size=128, lr=2e-3)),
     "short": dict(clip_glyphs=100, clip=dict(steps=800, batch_size=128, lr=2e-3),
                   sd_glyphs=100, vae=dict(steps=300, batch_size=32, lr=2e-3, kl_weight=1e-4),
                   bank_images=5000, unet=dict(steps=1500, batch_size=128, lr=1e-3),
@@ -37,6 +38,9 @@ BUDGETS = {
                  student_glyphs=20, student=dict(steps=20, batch_size=32, lr=3e-3)),
 }
 STUDENTS = ("vit-base", "resnet50")  # clip_vit-b16 is copied from the CLIP teacher's image tower
+# the budget entries each part depends on (a kept part must have been trained with the same)
+PART_SETTINGS = {"clip": ("clip_glyphs", "clip"), "stable_diffusion": ("sd_glyphs", "vae", "bank_images", "unet"),
+                 **{f"student_{b}": ("student_glyphs", "student") for b in STUDENTS}}
 
 
 class Progress:
@@ -142,21 +146,35 @@ def train_student(folder: Path, backbone: str, budget: dict, progress: Progress,
 
 def train_all(folder: Path, budget_name: str = "full", threads: int | None = None,
               say: Callable[[str], None] = print) -> dict:
-    """Every tiny model into `folder`; returns (and writes) what was done and how long each part took."""
+    """Every tiny model into `folder`; returns (and writes) what was done and how long each part took.
+
+    A part already finished in `folder` by an interrupted call with the same budget is kept.
+    """
+    from ddg_sweep.io import atomic_write_json
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     budget = BUDGETS[budget_name]
     progress = Progress(say)
-    seconds = {}
+    record = folder / "training.json"
+    earlier = json.loads(record.read_text()) if record.is_file() else {}
+    kept = {name: seconds for name, seconds in earlier.get("seconds", {}).items()
+            if all(earlier["settings"].get(key) == budget[key] for key in PART_SETTINGS[name])}
+    if set(kept) != set(earlier.get("seconds", {})):
+        raise UserError(f"{folder} holds parts trained with other settings "
+                        f"({', '.join(sorted(set(earlier['seconds']) - set(kept)))}); pass a new folder to --train")
+    summary = {"budget": budget_name, "settings": budget, "seconds": kept,
+               "torch": torch.__version__, "threads": threads or torch.get_num_threads()}
     parts = [("clip", lambda: train_clip(folder, budget, progress, threads)),
              ("stable_diffusion", lambda: train_sd(folder, budget, progress, threads))]
     parts += [(f"student_{b}", lambda b=b: train_student(folder, b, budget, progress, threads)) for b in STUDENTS]
     for name, part in parts:
+        if name in summary["seconds"]:
+            progress.line(f"{name}: kept from the earlier run ({summary['seconds'][name]:.0f} s)")
+            continue
         began = time.time()
         part()
-        seconds[name] = round(time.time() - began, 1)
-        progress.line(f"{name} done in {seconds[name]:.0f} s")
-    summary = {"budget": budget_name, "settings": budget, "seconds": seconds,
-               "torch": torch.__version__, "threads": threads or torch.get_num_threads()}
-    (folder / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary["seconds"][name] = round(time.time() - began, 1)
+        atomic_write_json(record, summary)
+        progress.line(f"{name} done in {summary['seconds'][name]:.0f} s")
     return summary
