@@ -42,6 +42,7 @@ class SweepOptions:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None
     num_cpus: int | None = None  # CPUs of a local cluster (default: all)
+    reuse_workers: bool | None = None  # None: reuse Tune's actors when every job is tiny (imports dominate)
     tracking: TrackingOptions = TrackingOptions()  # --tracker: TensorBoard, MLflow, W&B
 
 
@@ -350,12 +351,15 @@ def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: 
 
         trackers = tracker_callbacks(options.tracking, out, name, say)
     payloads = [_payload(job, configs[job.job_id], resources) for job in to_run]
+    reuse = options.reuse_workers
+    if reuse is None:  # a tiny job trains in seconds; a fresh worker spends ~9 s importing first
+        reuse = all(job.hparams.get("models") == "tiny" for job in to_run)
     trainable = tune.with_resources(DDGTrial, resources)
     trainable.__name__ = trainable.__qualname__ = "DDGTrial"  # the class the dashboard's Actors page lists
     tuner = tune.Tuner(
         trainable,
         param_space={"job": tune.grid_search(payloads)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=False,
+        tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=reuse,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=name,

@@ -6,7 +6,8 @@ from PIL import Image
 from ddg_sweep.data.catalog import DATASETS, check_test_envs, get_dataset_spec
 from ddg_sweep.data.demo_digits import demo_data_dir
 from ddg_sweep.data.folders import read_domain_data
-from ddg_sweep.data.loaders import StepBatches, split_environment, train_loaders
+from ddg_sweep.data import loaders as loaders_module
+from ddg_sweep.data.loaders import StepBatches, eval_loaders, split_environment, train_loaders
 from ddg_sweep.data.transforms import denormalise, eval_transform, train_transform
 from ddg_sweep.errors import UserError
 
@@ -64,6 +65,25 @@ def test_loaders_give_one_batch_per_training_env(tmp_path):
     assert len(steps) == 2 and len(steps[0]) == 3
     x, y = steps[0][0]
     assert x.shape == (4, 3, 32, 32) and y.dtype == torch.long
+
+
+def test_small_eval_sets_are_decoded_once_and_replayed_unchanged(monkeypatch):
+    data = read_domain_data(DATASETS["DemoDigits"], demo_data_dir())
+    splits = [split_environment(len(e), 0.2, 0, i) for i, e in enumerate(data.environments)]
+    decoded = []
+    original = loaders_module.ImageSamples.__getitem__
+    monkeypatch.setattr(loaders_module.ImageSamples, "__getitem__",
+                        lambda self, item: decoded.append(item) or original(self, item))
+    kept = eval_loaders(data.environments, splits, 32, num_workers=0)
+    first = [(name, [x.clone() for x, _ in loader]) for name, loader in kept]
+    assert len(decoded) == sum(map(len, data.environments))
+    second = [(name, [x for x, _ in loader]) for name, loader in kept]
+    assert len(decoded) == sum(map(len, data.environments))  # nothing decoded again
+    assert all(a[0] == b[0] and all(torch.equal(x, y) for x, y in zip(a[1], b[1])) for a, b in zip(first, second))
+    streamed = eval_loaders(data.environments, splits, 32, num_workers=0, cache_bytes=0)
+    [x for _, loader in streamed for x, _ in loader]
+    [x for _, loader in streamed for x, _ in loader]
+    assert len(decoded) == 3 * sum(map(len, data.environments))  # too large to keep: read every time
 
 
 def _make_pacs(root, skip_env=None, empty_class=None, corrupt=None):

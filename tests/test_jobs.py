@@ -40,7 +40,7 @@ def test_job_id_is_stable_across_processes_and_ignores_paths():
 
 @pytest.mark.parametrize("change", [
     {"algorithm": "VL2V"}, {"dataset": "VLCS"}, {"test_envs": (2,)}, {"test_envs": (1, 2)},
-    {"trial_seed": 0}, {"hparams_seed": 4}, {"steps": 100}, {"checkpoint_freq": 50}, {"protocol": 2},
+    {"trial_seed": 0}, {"hparams_seed": 4}, {"steps": 100}, {"checkpoint_freq": 50}, {"protocol": 1},
     {"hparams": "lr"},
 ])
 def test_every_identity_field_changes_the_job_id(change):
@@ -74,7 +74,7 @@ def test_plan_paper_lists_66_unique_jobs_without_data_weights_torch_or_ray(tmp_p
 def test_space_sizes_and_narrowing():
     counts = {name: len(space_jobs(name, SpaceOptions(n_hparams=2))) for name in SPACES}
     assert counts == {"paper": 66, "baselines": 132, "lmd": 330, "stage1_steps": 264, "cfg_scale": 330,
-                      "random": 132 * 2 + 66 * 2, "demo": 16}
+                      "random": 132 * 2 + 66 * 2, "demo": 48}
     pairs = space_jobs("random", SpaceOptions(n_hparams=1, with_pairs=True, datasets=("PACS",),
                                               algorithms=("ERM",), trial_seeds=(0,)))
     assert sorted(j.test_envs for j in pairs) == [(0,), (0, 1), (0, 2), (0, 3), (1,), (1, 2), (1, 3), (2,),
@@ -83,8 +83,9 @@ def test_space_sizes_and_narrowing():
     assert sorted(j.test_envs for j in narrow) == [(0,), (2,)] and {j.trial_seed for j in narrow} == {1}
     demo = space_jobs("demo", SpaceOptions())
     ddg = sorted((j.test_envs, j.hparams_seed, j.hparams["cfg_scale"]) for j in demo if j.algorithm == "DDG")
-    assert ddg[:2] == [((0,), 0, 3.0), ((0,), 1, 1.0)]
-    assert {j.algorithm for j in demo} == {"ERM", "VL2V", "DDG"}
+    assert ddg[:2] == [((0,), 0, 3.0), ((0,), 0, 3.0)] and ddg[3:5] == [((0,), 1, 1.0), ((0,), 1, 1.0)]
+    assert {j.algorithm for j in demo} == {"ERM", "VL2V", "DDG"} and {j.trial_seed for j in demo} == {0, 1, 2}
+    assert all(j.hparams["swad_start"] == 0.625 for j in demo)  # the paper's proportions, SWAD for all
 
 
 def test_user_space_files(tmp_path):
@@ -121,7 +122,7 @@ def write_records(folder, steps, step_time=0.5):
 
 def test_plan_and_status_read_states_from_job_folders(tmp_path):
     out = tmp_path / "out"
-    jobs = space_jobs("demo", SpaceOptions(algorithms=("ERM",), steps=60))  # four jobs, 60 steps each
+    jobs = space_jobs("demo", SpaceOptions(algorithms=("ERM",), steps=60, trial_seeds=(0,)))  # four jobs
     done, partial, failed, running = (job_dir(out, j) for j in jobs)
     write_records(done, [0, 20, 40, 59])
     (done / "done").touch()
@@ -129,7 +130,7 @@ def test_plan_and_status_read_states_from_job_folders(tmp_path):
     failed.mkdir(parents=True)
     (failed / "error.json").write_text(json.dumps({"error": "RuntimeError: boom", "attempts": 3}))
     os.utime(failed / "error.json", (time.time(), time.time()))
-    plan = plan_json("--space", "demo", "--algorithms", "ERM", "--steps", "60", out=out)
+    plan = plan_json("--space", "demo", "--algorithms", "ERM", "--steps", "60", "--trial-seeds", "0", out=out)
     states = {j["job_id"]: j["state"] for j in plan["jobs"]}
     assert [states[j.job_id] for j in jobs] == ["done", "partial", "failed", "pending"]
     assert plan["counts"]["total"] == {"done": 1, "failed": 1, "partial": 1, "pending": 1, "total": 4}
@@ -154,7 +155,8 @@ def test_plan_and_status_read_states_from_job_folders(tmp_path):
 
 def test_bad_flags_are_one_line_errors(tmp_path):
     assert_one_line_error(run_cli("plan", "--space", "demo", "--steps", "0"), "--steps")
-    assert_one_line_error(run_cli("plan", "--space", "demo", "--steps", "10"), "beyond --steps")
+    assert_one_line_error(run_cli("plan", "--space", "demo", "--steps", "10", "--stage1-steps", "20"),
+                          "beyond --steps")
     assert_one_line_error(run_cli("plan", "--space", "random", "--n-hparams", "0"), "--n-hparams")
     assert_one_line_error(run_cli("sweep", "--space", "paper", "--datasets", "PACS", "--output-dir",
                                   tmp_path / "o"), "--data-dir")

@@ -60,6 +60,11 @@ def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-failures", type=int, default=2, help="retries of a failing job (default 2)")
     group.add_argument("--retry-failed", action="store_true", help="rerun jobs that failed in earlier sweeps")
     group.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
+    group.add_argument("--reuse-workers", action=argparse.BooleanOptionalAction, default=None,
+                       help="run one trial after another in the same worker process, saving each trial the "
+                            "seconds of importing torch, transformers and diffusers (default: on when every "
+                            "job uses the tiny models, off otherwise; the dashboard then names a worker by "
+                            "its first trial)")
     group.add_argument("--no-dashboard", action="store_true", help="start the local cluster without dashboard")
     group.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")
     group.add_argument("--dashboard-port", type=int, help="dashboard port (default Ray's, 8265)")
@@ -160,6 +165,7 @@ def _sweep_options(args):
                         max_failures=args.max_failures, retry_failed=args.retry_failed,
                         dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host,
                         dashboard_port=args.dashboard_port, num_cpus=args.num_cpus,
+                        reuse_workers=args.reuse_workers,
                         tracking=TrackingOptions(check_trackers(args.tracker), args.mlflow_uri,
                                                  args.tracking_project))
 

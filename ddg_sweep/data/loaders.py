@@ -18,6 +18,9 @@ from ddg_sweep.data.transforms import eval_transform, train_transform
 from ddg_sweep.seeding import seed_hash
 
 EVAL_BATCH_SIZE = 128
+# Evaluation images are the same at every checkpoint: a dataset whose eval tensors fit in this
+# many bytes (DemoDigits: 22 MB) is decoded once per run and kept; larger ones stream each time.
+EVAL_CACHE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,31 @@ def train_loaders(environments, splits, train_envs, batch_size, image_size, seed
     return loaders
 
 
-def eval_loaders(environments, splits, image_size, num_workers) -> list[tuple[str, DataLoader]]:
+class KeptBatches:
+    """A loader's batches, read on the first pass and replayed from memory afterwards."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self.batches: list | None = None
+
+    def __iter__(self):
+        if self.batches is None:
+            self.batches = list(self.loader)
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.loader)
+
+
+def eval_loaders(environments, splits, image_size, num_workers,
+                 cache_bytes: int = EVAL_CACHE_BYTES) -> list[tuple[str, DataLoader | KeptBatches]]:
     """(name, loader) for every environment's in and out split, in record order."""
+    keep = sum(map(len, environments)) * 3 * image_size * image_size * 4 <= cache_bytes
     loaders = []
     for env, samples in enumerate(environments):
         dataset = ImageSamples(samples, image_size, train=False)
         for part, idx in (("in", splits[env].in_idx), ("out", splits[env].out_idx)):
             subset = torch.utils.data.Subset(dataset, [int(i) for i in idx])
-            loaders.append((f"env{env}_{part}", DataLoader(
-                subset, batch_size=EVAL_BATCH_SIZE, num_workers=num_workers, collate_fn=_collate)))
+            loader = DataLoader(subset, batch_size=EVAL_BATCH_SIZE, num_workers=num_workers, collate_fn=_collate)
+            loaders.append((f"env{env}_{part}", KeptBatches(loader) if keep else loader))
     return loaders
