@@ -60,7 +60,7 @@ class RandomSearcher(Searcher):
 
 
 def make_searcher(search: Search, points: list[dict], start_index: int) -> Searcher:
-    seed = seed_hash(search.searcher, search.search_id)
+    seed = seed_hash(search.searcher, search.search_id, start_index)  # a resumed search draws anew
     if search.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
