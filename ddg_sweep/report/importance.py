@@ -41,13 +41,15 @@ def _value(distribution, value):
     return int(value) if isinstance(distribution, IntDistribution) else value
 
 
-def importances(group) -> dict[str, float] | None:
-    """{hparam: importance} over a search's finished trials, None when fewer than MIN_TRIALS."""
+def importances(group) -> dict[str, float] | str:
+    """{hparam: importance} over a search's finished trials, or why there is none."""
     import optuna
 
     done = group[(group["state"] == "done") & group["objective"].notna()]
     if len(done) < MIN_TRIALS:
-        return None
+        return f"too few finished trials for an importance (needs {MIN_TRIALS})"
+    if done["objective"].nunique() < 2:
+        return "every finished trial has the same objective: nothing to apportion"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions = _distributions(json.loads(group["ranges"].iloc[0]))
     study = optuna.create_study(direction="maximize")
@@ -75,8 +77,8 @@ def render_importance(agg_dir) -> str:
                    f"{first['test_envs']} trial seed {first['trial_seed']}), objective {first['metric']} "
                    f"({METRIC_WORDS[first['metric']]}), {n_done} finished trial(s) of {len(group)}\n")
         values = importances(group)
-        if values is None:
-            out.append(f"  too few finished trials for an importance (needs {MIN_TRIALS})\n")
+        if isinstance(values, str):
+            out.append(f"  {values}\n")
             continue
         out += [f"  {name:16} {value:.3f}\n" for name, value in values.items()]
     return "".join(out)

@@ -35,14 +35,17 @@ def plot_progress(group: pd.DataFrame, out_dir: Path, plt) -> Path:
         first = trials.iloc[0]
         name = f"{first['dataset']} test envs {first['test_envs']} seed {first['trial_seed']}"
         done = trials[trials["state"] == "done"]
-        (line,) = ax.step(done["trial"], 100 * done["objective"].cummax(), where="post",
-                          label=f"{name}: best so far")
+        best = 100 * done["objective"].cummax()
+        last = trials["trial"].max()  # the best so far holds until the last trial, finished or not
+        (line,) = ax.step([*done["trial"], last], [*best, best.iloc[-1] if len(best) else float("nan")],
+                          where="post", label=f"{name}: best so far")
         ax.plot(done["trial"], 100 * done["objective"], "o", color=line.get_color(), markersize=4)
         stopped = trials[trials["state"] == "stopped"]
         if len(stopped):
             ax.plot(stopped["trial"], 100 * stopped["objective"], "x", color=line.get_color(),
                     label=f"{name}: stopped early (value when stopped)")
     ax.set_xlabel("trial index")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("objective (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

@@ -131,7 +131,7 @@ def from_json(entry) -> Distribution:
 
 def _from_ray(domain) -> Distribution:
     """Ray Tune's own domain objects (`tune.uniform(...)` in a user's .py space), read without Ray."""
-    kind, sampler = type(domain).__name__, type(domain.get_sampler()).__name__
+    kind, sampler = type(domain).__name__, type(domain.get_sampler()).__name__.lstrip("_")
     if kind == "Categorical":
         return choice(domain.categories)
     mapping = {("Float", "Uniform"): uniform, ("Float", "LogUniform"): loguniform,
@@ -150,7 +150,9 @@ def as_distribution(value) -> Distribution:
         return from_json(value)
     if type(value).__module__.startswith("ray.tune") and hasattr(value, "get_sampler"):
         return _from_ray(value)
-    raise UserError(f"{value!r} is not a range; use ddg_sweep.search's uniform, loguniform, randint or choice")
+    raise UserError(f"{value!r} is not a range: in a .json space write {{\"uniform\": [LOW, HIGH]}} (or loguniform, "
+                    "randint, choice: [A, B, ...]); in a .py space ddg_sweep.search's uniform(LOW, HIGH), loguniform, "
+                    "randint or choice")
 
 
 def space_to_json(space: dict[str, Distribution]) -> dict:

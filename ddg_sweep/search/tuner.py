@@ -101,6 +101,8 @@ class Lane:
         return bool(self.resume) or self.to_go > 0
 
     def next(self, trial_id: str):
+        if not self.open:
+            return None
         if self.resume:
             trial = self.resume.pop(0)
             self.searcher.suggest(trial_id)  # its queued copy, so that it is told how the trial ends
