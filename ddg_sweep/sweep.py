@@ -198,11 +198,11 @@ def trial_payload(trial) -> dict:
 
 
 def trial_name(trial) -> str:
-    return trial_payload(trial)["name"] if "trial" in trial.config else trial.config["job"]["job_id"]
+    return trial_payload(trial)["name"]
 
 
 def job_payload(job: Job, config, resources: dict) -> dict:
-    payload = {"job_id": job.job_id, "label": job.describe(), "run_config": config.to_json(),
+    payload = {"job_id": job.job_id, "name": job.job_id, "label": job.describe(), "run_config": config.to_json(),
                "threads": int(resources["cpu"]),
                "env": {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}}
     if os.environ.get(FAULT_ENV):
@@ -246,8 +246,7 @@ def run_sweep(jobs: list[Job], output_dir, locations: dict, options: SweepOption
 
 
 def preflight(jobs: list[Job], out: Path, locations: dict, options: SweepOptions) -> dict:
-    """Every check before the output folder is even created: each job's configuration, the data
-    folders, the cluster's address or the local machine's means. Returns {job_id: RunConfig}."""
+    """Every check before OUT is created (configurations, data, address or means): {job_id: RunConfig}."""
     configs = {job.job_id: validate_job(job, out, locations, need_data=True) for job in jobs}
     check_data(jobs, locations)
     if options.address:
@@ -262,8 +261,8 @@ def locked(out: Path, say: Callable[[str], None]):
     """One sweep at a time in OUT; what a killed predecessor's local cluster left is stopped first."""
     with SweepLock(out) as lock:
         if lock.took_over:
-            say(f"took over the lock of a sweep that is gone (host {lock.took_over.get('host')}, "
-                f"pid {lock.took_over.get('pid')})")
+            say(f"took over the lock of a sweep that is gone (host {lock.took_over.get('host')}, pid "
+                f"{lock.took_over.get('pid')})")
         stop_leftover_cluster(out, say)
         yield
 

@@ -201,3 +201,18 @@ def test_plan_search_counts_trials_and_estimates_the_rest_without_torch_or_ray(t
     assert not {m for m in imported if m.split(".")[0] in ("torch", "ray", "optuna", "hyperopt")}
     text = run_cli(*args[:-2], check=True).stdout
     assert "1 done" in text and "1 partial" in text and "8 to go" in text and "estimated GPU-hours left" in text
+
+
+def test_num_samples_counts_every_trial_on_disk_and_failed_ones_wait_for_retry(tmp_path):
+    search = erm_search(tmp_path)
+    trials = [Trial(i, {"lr": 1e-3}, [f"j{i}"], states, [0.1 * (i + 1)])
+              for i, states in enumerate((["done"], ["stopped"], ["failed"], ["partial"], ["pending"]))]
+    kept = Progress(search, trials, num_samples=7)
+    assert [t.index for t in kept.evaluated] == [0, 1, 2] and [t.index for t in kept.resume] == [3, 4]
+    assert kept.to_go == 2 and kept.next_index == 5 and kept.best().index == 0
+    retried = Progress(search, trials, num_samples=7, retry_failed=True)
+    assert [t.index for t in retried.evaluated] == [0, 1] and [t.index for t in retried.resume] == [2, 3, 4]
+    assert Progress(search, trials, num_samples=3).to_go == 0  # fewer than on disk: nothing new
+    assert [Trial(0, {}, ["a", "b"], s, []).state for s in (["done", "partial"], ["done", "stopped"],
+                                                           ["done", "pending"], ["pending", "pending"])] == [
+        "partial", "stopped", "partial", "pending"]

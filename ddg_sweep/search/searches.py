@@ -165,6 +165,13 @@ def build_searches(jobs: list[Job], ranges: dict, options: SearchOptions, name: 
     for job in jobs:
         key = (job.algorithm, job.dataset, job.trial_seed) + ((job.test_envs,) if options.scope == "env" else ())
         groups.setdefault(key, []).append(job)
+    for slots in groups.values():
+        envs = [slot.test_envs for slot in slots]
+        if len(set(envs)) < len(envs):
+            first = slots[0]
+            raise UserError(f"the space gives {first.algorithm} on {first.dataset} trial seed {first.trial_seed} more "
+                            "than one job per test env set (several hparams seeds?); a search fills one job per cell: "
+                            "give the space one job per (algorithm, dataset, test envs, trial seed)")
     ordered = tuple(sorted(ranges.items()))
     searches = [Search(name, options.searcher, options.metric, options.scope, ordered,
                        tuple(sorted(slots, key=lambda j: j.test_envs))) for slots in groups.values()]

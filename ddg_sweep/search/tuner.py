@@ -91,7 +91,7 @@ class Lane:
         for trial in self.evaluated:  # replay: suggested and told, as if it had just run
             ghost = f"disk-{self.search.search_id}-{trial.index}"
             self.searcher.suggest(ghost)
-            failed = trial.state == "failed"
+            failed = trial.state == "failed" or trial.objective is None
             result = None if failed else {OBJECTIVE: trial.objective, CLOCK: len(trial.trajectory)}
             self.searcher.on_trial_complete(ghost, result=result, error=failed)
             self.log(trial.index, "warm start", result, failed, trial.state == "stopped")
@@ -125,6 +125,7 @@ class Lane:
 
     def complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         index = self.live.pop(trial_id)
+        error = error or (result or {}).get(OBJECTIVE) is None  # no value to tell: an error to the searcher
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
         self.log(index, "run", result, error, trial_id in self.stopped)
 
@@ -166,7 +167,7 @@ class SearchMux(Searcher):
         return {"trial": payload}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.owner:
+        if trial_id in self.owner and result.get(OBJECTIVE) is not None:
             self.owner[trial_id].searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
