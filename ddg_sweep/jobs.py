@@ -26,9 +26,10 @@ from ddg_sweep.seeding import seed_hash
 RUNS_FOLDER = "runs"
 ERROR_FILE = "error.json"
 NODE_FILE = "node.json"
+STOPPED_FILE = "stopped.json"  # a search's scheduler (ASHA) stopped the job's trial early; records kept
 MANIFEST_FILE = "jobs.json"  # every job any sweep into OUT planned, so `status` knows the pending ones
 RUNNING_WINDOW_S = 300  # a job whose train.log changed this recently counts as running
-STATES = ("done", "running", "failed", "partial", "pending")
+STATES = ("done", "stopped", "running", "failed", "partial", "pending")
 
 # Seconds per training step on one H100 at the paper's settings (32 images x 3 domains, SD
 # resolution 512), by algorithm and stage; `plan` uses them only where OUT holds no measured
@@ -161,10 +162,12 @@ def _mtime(path: Path) -> float | None:
 
 
 def job_state(folder: Path, detect_running: bool = False, now: float | None = None) -> str:
-    """done | running | failed | partial | pending, from the job's folder alone."""
+    """done | stopped | running | failed | partial | pending, from the job's folder alone."""
     folder = Path(folder)
     if (folder / "done").exists():
         return "done"
+    if (folder / STOPPED_FILE).exists():
+        return "stopped"
     log_time = _mtime(folder / "train.log")
     error_time = _mtime(folder / ERROR_FILE)
     if detect_running and log_time is not None:
@@ -294,7 +297,7 @@ def estimated_seconds(job: Job, steps_left: int, measured: dict) -> tuple[float,
 
 
 def remaining_steps(job: Job, folder: Path, state: str) -> int:
-    if state == "done":
+    if state in ("done", "stopped"):
         return 0
     record = last_record(folder) if state in ("partial", "running", "failed") else None
     done_steps = int(record["step"]) + 1 if record and "step" in record else 0

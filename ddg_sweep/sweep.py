@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -172,7 +173,7 @@ class ProgressLines(tune.Callback):
         self.total, self.finished, self.say = total, 0, say
 
     def _name(self, trial) -> str:
-        return trial.config["job"]["label"]
+        return trial_payload(trial)["label"]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "held_out_acc" in result:
@@ -192,12 +193,17 @@ class ProgressLines(tune.Callback):
         self.say(f"[{self.finished}/{self.total}] FAILED {self._name(trial)}")
 
 
-def _trial_name(trial) -> str:
-    return trial.config["job"]["job_id"]
+def trial_payload(trial) -> dict:
+    """What a trial runs: one job (`config["job"]`) or a search trial (`config["trial"]`)."""
+    return trial.config.get("job") or trial.config["trial"]
 
 
-def _payload(job: Job, config, resources: dict) -> dict:
-    payload = {"job_id": job.job_id, "label": job.describe(), "run_config": config.to_json(),
+def trial_name(trial) -> str:
+    return trial_payload(trial)["name"]
+
+
+def job_payload(job: Job, config, resources: dict) -> dict:
+    payload = {"job_id": job.job_id, "name": job.job_id, "label": job.describe(), "run_config": config.to_json(),
                "threads": int(resources["cpu"]),
                "env": {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}}
     if os.environ.get(FAULT_ENV):
@@ -235,18 +241,31 @@ def run_sweep(jobs: list[Job], output_dir, locations: dict, options: SweepOption
               say: Callable[[str], None] = print) -> SweepResult:
     """Run every job not yet done; one sweep at a time per output folder (SweepLock)."""
     out = Path(output_dir).resolve()
+    configs = preflight(jobs, out, locations, options)
+    with locked(out, say):
+        return _run_sweep_locked(jobs, out, configs, options, say)
+
+
+def preflight(jobs: list[Job], out: Path, locations: dict, options: SweepOptions) -> dict:
+    """Every check before OUT is created (configurations, data, address or means): {job_id: RunConfig}."""
     configs = {job.job_id: validate_job(job, out, locations, need_data=True) for job in jobs}
-    check_data(jobs, locations)  # all bad input is refused before the folder is created
+    check_data(jobs, locations)
     if options.address:
         _check_reachable(options.address)
     else:  # refuse impossible requests before starting anything
         trial_resources(options, [float(options.num_cpus or os.cpu_count())], [float(local_gpu_count())])
+    return configs
+
+
+@contextmanager
+def locked(out: Path, say: Callable[[str], None]):
+    """One sweep at a time in OUT; what a killed predecessor's local cluster left is stopped first."""
     with SweepLock(out) as lock:
         if lock.took_over:
-            say(f"took over the lock of a sweep that is gone (host {lock.took_over.get('host')}, "
-                f"pid {lock.took_over.get('pid')})")
+            say(f"took over the lock of a sweep that is gone (host {lock.took_over.get('host')}, pid "
+                f"{lock.took_over.get('pid')})")
         stop_leftover_cluster(out, say)
-        return _run_sweep_locked(jobs, out, configs, options, say)
+        yield
 
 
 LOCAL_CLUSTER_FILE = "ray_local.json"  # the local cluster this folder's sweep started, until it stops it
@@ -294,21 +313,12 @@ def stop_leftover_cluster(out: Path, say: Callable[[str], None]) -> None:
     (out / LOCAL_CLUSTER_FILE).unlink(missing_ok=True)
 
 
-def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepOptions,
-                      say: Callable[[str], None]) -> SweepResult:
-    plan = build_plan(jobs, out)
-    to_run = plan.to_run(options.retry_failed)
-    skipped_failed = 0 if options.retry_failed else sum(1 for s in plan.states.values() if s == "failed")
-    counts = plan.counts()["total"]
-    say(f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in counts if s != "total")
-        + f"; {len(to_run)} jobs to run"
-        + (f" ({skipped_failed} failed skipped: pass --retry-failed to rerun them)" if skipped_failed else ""))
-    if not to_run:
-        write_manifest(out, jobs)
-        return SweepResult(0, counts.get("done", 0), [], skipped_failed)
-    write_manifest(out, jobs)
+@contextmanager
+def ray_cluster(out: Path, options: SweepOptions, jobs: list[Job], say: Callable[[str], None]):
+    """Build local assets, connect (recording a local cluster in OUT), yield each trial's resources;
+    at the end stop the cluster started here (only disconnect from an attached one)."""
     if not options.address or options.address == "auto":
-        build_local_assets(to_run, say)
+        build_local_assets(jobs, say)
     started, context = connect(options)
     try:
         if started:
@@ -322,10 +332,27 @@ def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepO
         line = dashboard_line(context)
         if line:
             say(line)
-        _fit(to_run, configs, resources, out, options, say)
+        yield resources
     finally:
         ray.shutdown()  # stops the local cluster we started; only disconnects from an attached one
         (out / LOCAL_CLUSTER_FILE).unlink(missing_ok=True)
+
+
+def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepOptions,
+                      say: Callable[[str], None]) -> SweepResult:
+    plan = build_plan(jobs, out)
+    to_run = plan.to_run(options.retry_failed)
+    skipped_failed = 0 if options.retry_failed else sum(1 for s in plan.states.values() if s == "failed")
+    counts = plan.counts()["total"]
+    say(f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in counts if s != "total")
+        + f"; {len(to_run)} jobs to run"
+        + (f" ({skipped_failed} failed skipped: pass --retry-failed to rerun them)" if skipped_failed else ""))
+    if not to_run:
+        write_manifest(out, jobs)
+        return SweepResult(0, counts.get("done", 0), [], skipped_failed)
+    write_manifest(out, jobs)
+    with ray_cluster(out, options, to_run, say) as resources:
+        _fit(to_run, configs, resources, out, options, say)
     final = build_plan(jobs, out)
     failed = [f"{j.job_id}: {(read_json(job_dir(out, j) / ERROR_FILE) or {}).get('error', 'unknown error')}"
               for j in to_run if final.states[j.job_id] != "done"]
@@ -350,7 +377,7 @@ def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: 
         from trainables.tracking import tracker_callbacks
 
         trackers = tracker_callbacks(options.tracking, out, name, say)
-    payloads = [_payload(job, configs[job.job_id], resources) for job in to_run]
+    payloads = [job_payload(job, configs[job.job_id], resources) for job in to_run]
     reuse = options.reuse_workers
     if reuse is None:  # a tiny job trains in seconds; a fresh worker spends ~9 s importing first
         reuse = all(job.hparams.get("models") == "tiny" for job in to_run)
@@ -360,7 +387,7 @@ def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: 
         trainable,
         param_space={"job": tune.grid_search(payloads)},
         tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=reuse,
-                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(out / "ray_results"), verbose=0,

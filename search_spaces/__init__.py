@@ -3,10 +3,13 @@
 `space_jobs(name_or_file, options)` loads a named space, a user's `.py` file
 (defining `jobs(options)`) or a `.json` file (see docs/sweeps.md), then narrows
 the jobs to `--datasets`, `--algorithms`, `--test-envs` and `--trial-seeds` and
-drops duplicates. Nothing here imports torch or Ray.
+drops duplicates. `space_ranges(name_or_file)` is what a space lets `--search` draw
+(a module's `SEARCH` dict, a JSON file's `"search"` object; see ddg_sweep/search).
+Nothing here imports torch or Ray.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import itertools
@@ -20,7 +23,7 @@ from ddg_sweep.errors import UserError
 from ddg_sweep.hparams import ALGORITHMS
 from ddg_sweep.jobs import Job, applicable_overrides, check_distinct_runs, make_job
 
-SPACES = ("paper", "baselines", "lmd", "stage1_steps", "cfg_scale", "random", "demo")
+SPACES = ("paper", "baselines", "lmd", "stage1_steps", "cfg_scale", "random", "demo", "search")
 MODULES = {"random": "random_search"}  # a module named `random` would shadow the standard library's
 
 
@@ -73,13 +76,20 @@ def grid(options: SpaceOptions, algorithms, datasets, trial_seeds, values: list[
     return jobs
 
 
-def _space_from_python(path: Path) -> Callable[[SpaceOptions], list[Job]]:
+@functools.lru_cache(maxsize=None)
+def _python_module(path: Path):
+    """A user's .py space, executed once per process however often it is asked for."""
     spec = importlib.util.spec_from_file_location(f"ddg_user_space_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except Exception as err:  # a user's file: any error is theirs to fix
         raise UserError(f"space file {path} does not load: {type(err).__name__}: {err}") from None
+    return module
+
+
+def _space_from_python(path: Path) -> Callable[[SpaceOptions], list[Job]]:
+    module = _python_module(path.resolve())
     if not callable(getattr(module, "jobs", None)):
         raise UserError(f"space file {path} must define `jobs(options) -> list[Job]`")
     return module.jobs
@@ -128,6 +138,9 @@ def _space_from_json(path: Path) -> Callable[[SpaceOptions], list[Job]]:
         raise UserError(f"space file {path} is not valid JSON: {err}") from None
     if not isinstance(spec, dict) or not ({"jobs", "grid"} & set(spec)):
         raise UserError(f"space file {path} must be an object with \"jobs\": [...] and/or \"grid\": {{...}}")
+    unknown = set(spec) - {"jobs", "grid", "search"}
+    if unknown:
+        raise UserError(f"space file {path}: unknown key(s) {', '.join(sorted(unknown))}; known: jobs, grid, search")
 
     def jobs(options: SpaceOptions) -> list[Job]:
         try:
@@ -151,6 +164,31 @@ def load_space(name_or_file: str, kind: str = "space") -> Callable[[SpaceOptions
         return _space_from_python(path) if path.suffix == ".py" else _space_from_json(path)
     raise UserError(f"unknown {kind} {name_or_file!r}; choose one of {', '.join(SPACES)} "
                     "or pass a .py or .json space file")
+
+
+def space_ranges(name_or_file: str, kind: str = "space") -> dict:
+    """{hparam: Distribution} a space lets a search draw from; {} for a space of fixed jobs."""
+    from ddg_sweep.search.distributions import as_distribution
+
+    load_space(name_or_file, kind)  # the same one-line errors for a missing or broken file
+    path = Path(name_or_file)
+    if name_or_file in SPACES:
+        raw = getattr(importlib.import_module(f"search_spaces.{MODULES.get(name_or_file, name_or_file)}"),
+                      "SEARCH", {})
+    elif path.suffix == ".py":
+        raw = getattr(_python_module(path.resolve()), "SEARCH", {})
+    else:
+        raw = json.loads(path.read_text()).get("search", {})
+    where = f"{kind} {name_or_file}"
+    if not isinstance(raw, dict) or not all(isinstance(name, str) for name in raw):
+        raise UserError(f"{where}: its search ranges must be a mapping from hyperparameter name to range")
+    ranges = {}
+    for name, value in raw.items():
+        try:
+            ranges[name] = as_distribution(value)
+        except UserError as err:
+            raise UserError(f"{where}: search range {name}: {err}") from None
+    return ranges
 
 
 def narrow(jobs: list[Job], options: SpaceOptions) -> list[Job]:

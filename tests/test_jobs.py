@@ -74,7 +74,7 @@ def test_plan_paper_lists_66_unique_jobs_without_data_weights_torch_or_ray(tmp_p
 def test_space_sizes_and_narrowing():
     counts = {name: len(space_jobs(name, SpaceOptions(n_hparams=2))) for name in SPACES}
     assert counts == {"paper": 66, "baselines": 132, "lmd": 330, "stage1_steps": 264, "cfg_scale": 330,
-                      "random": 132 * 2 + 66 * 2, "demo": 48}
+                      "random": 132 * 2 + 66 * 2, "demo": 48, "search": 22}
     pairs = space_jobs("random", SpaceOptions(n_hparams=1, with_pairs=True, datasets=("PACS",),
                                               algorithms=("ERM",), trial_seeds=(0,)))
     assert sorted(j.test_envs for j in pairs) == [(0,), (0, 1), (0, 2), (0, 3), (1,), (1, 2), (1, 3), (2,),

@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from ray import tune
 
@@ -98,15 +99,27 @@ def _write_error(run_dir: Path, job_id: str, err: BaseException, attempts: int) 
                                              "time": time.time(), "hostname": os.uname().nodename})
 
 
-def train_job(config: dict) -> None:
-    """Tune function trainable: `config["job"]` = {"job_id", "run_config", "env", "threads"}."""
+def _own_checkpoint(job_id: str):
+    """Tune's last checkpoint if it is this job's (a search trial runs several jobs), else None."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        marker = json.loads(Path(folder, "job.json").read_text())
+    return marker if marker.get("job_id") == job_id else None
+
+
+def train_job(config: dict, extra: Callable[[], dict] | None = None) -> None:
+    """Tune function trainable: `config["job"]` = {"job_id", "run_config", "env", "threads"}.
+
+    `extra` (a search trial's): more numbers for every report, computed after the record is written."""
     job = config["job"]
     os.environ.update(job.get("env", {}))
     run_config = RunConfig.from_json(job["run_config"])
     job_id = job["job_id"]
     run_dir = Path(run_config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tune_checkpoint = tune.get_checkpoint()
+    tune_checkpoint = _own_checkpoint(job_id)
     attempt = _previous_attempts(run_dir) + 1
     _write_node_file(run_dir, job_id, attempt)
 
@@ -126,7 +139,8 @@ def train_job(config: dict) -> None:
             # The Tune checkpoint only points at the job; checkpoint.pt in the job folder is the state.
             Path(marker, "job.json").write_text(json.dumps({"job_id": job_id, "step": metrics["step"],
                                                             "run_dir": str(folder)}))
-            tune.report({"job_id": job_id, **metrics}, checkpoint=tune.Checkpoint.from_directory(marker))
+            tune.report({"job_id": job_id, **metrics, **(extra() if extra else {})},
+                        checkpoint=tune.Checkpoint.from_directory(marker))
         if fault_after is not None and first_try and metrics["step"] >= fault_after:
             raise RuntimeError(f"injected fault after step {metrics['step']} (test)")
 
@@ -134,9 +148,7 @@ def train_job(config: dict) -> None:
 
     try:
         if tune_checkpoint is not None:
-            with tune_checkpoint.as_directory() as folder:
-                step = json.loads(Path(folder, "job.json").read_text()).get("step")
-            _log(run_dir, f"retry {attempt}: Tune's last checkpoint was step {step}; "
+            _log(run_dir, f"retry {attempt}: Tune's last checkpoint was step {tune_checkpoint.get('step')}; "
                           "resuming from this folder's checkpoint.pt")
         outcome = run(run_config, on_checkpoint=on_checkpoint, log=lambda message: None)
     except (SystemExit, KeyboardInterrupt):
@@ -145,7 +157,8 @@ def train_job(config: dict) -> None:
         _write_error(run_dir, job_id, err, attempt)
         raise
     if outcome.status == "already-done":
-        tune.report({"job_id": job_id, "step": run_config.steps - 1, "steps": run_config.steps})
+        tune.report({"job_id": job_id, "step": run_config.steps - 1, "steps": run_config.steps,
+                     **(extra() if extra else {})})
 
 
 def _log(run_dir: Path, message: str) -> None:
@@ -160,18 +173,18 @@ def trial_label(job: dict) -> str:
             f"hp {config.get('hparams_seed')} job {job.get('job_id')}")
 
 
-def _trial_class():
+def trial_class(function: Callable[[dict], None], name: str, key: str, label: Callable[[dict], str]):
+    """Tune's function trainable for `function`, named `name`, whose repr (Ray records it once the actor
+    is created: the dashboard's Actors page, log prefixes) is `label(config[key])`."""
     from ray.tune.trainable.function_trainable import wrap_function
 
-    class DDGTrial(wrap_function(train_job)):
-        """Tune's function trainable for `train_job`; Ray records the repr once the actor is created."""
-
+    class Trial(wrap_function(function)):
         def __repr__(self):
-            job = (getattr(self, "config", None) or {}).get("job")
-            return trial_label(job) if isinstance(job, dict) else "DDGTrial"
+            payload = (getattr(self, "config", None) or {}).get(key)
+            return label(payload) if isinstance(payload, dict) else name
 
-    DDGTrial.__qualname__ = "DDGTrial"
-    return DDGTrial
+    Trial.__name__ = Trial.__qualname__ = name
+    return Trial
 
 
-DDGTrial = _trial_class()
+DDGTrial = trial_class(train_job, "DDGTrial", "job", trial_label)

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     aggregate.add_argument("--output-dir", required=True, type=Path, help="aggregate folder")
     aggregate.add_argument("--include-unfinished", action="store_true",
                            help="also read runs without a `done` file")
+    aggregate.add_argument("--include-stopped", action="store_true",
+                           help="also read the runs a search's ASHA stopped early (tagged `stopped`)")
     aggregate.set_defaults(func=run_aggregate)
 
     tables = subparsers.add_parser(
@@ -38,6 +40,11 @@ def register(subparsers) -> None:
     tables.add_argument("--show-hparams", action="store_true",
                         help="instead of the tables, list the run each cell chose: trial seed, "
                              "accuracies, step, hparams seed, run folder, job id, hyperparameters")
+    tables.add_argument("--include-search", action="store_true",
+                        help="also show the rows of searches (`DDG [search optuna]`, ORACLE ones so labelled)")
+    tables.add_argument("--importance", action="store_true",
+                        help="instead of the tables, each search's hyperparameter importance over its finished "
+                             "trials (optuna.importance; needs the search extra)")
     tables.set_defaults(func=run_tables)
 
     plots = subparsers.add_parser(
@@ -51,8 +58,8 @@ def register(subparsers) -> None:
 def run_aggregate(args) -> int:
     from ddg_sweep.report.aggregate import aggregate
 
-    summary = aggregate(args.input_dir, args.output_dir,
-                        include_unfinished=args.include_unfinished)
+    summary = aggregate(args.input_dir, args.output_dir, include_unfinished=args.include_unfinished,
+                        include_stopped=args.include_stopped)
     print(f"records read: {summary['total_records']}  runs: {summary['runs']}  "
           f"unfinished runs skipped: {summary['unfinished_runs_skipped']}  "
           f"malformed lines skipped: {summary['malformed_lines']}"
@@ -67,6 +74,11 @@ def run_tables(args) -> int:
     from ddg_sweep.report.tables import check_format, check_selections, render
 
     fmt = check_format(args.format)
+    if args.importance:
+        from ddg_sweep.report.importance import render_importance
+
+        sys.stdout.write(render_importance(args.input))
+        return 0
     table, summary = files.load_aggregate(args.input)
     selected = files.load_selected(args.input)
     selections = None
@@ -89,9 +101,11 @@ def run_tables(args) -> int:
         if selected is None or "run_id" not in selected:
             raise UserError(f"{args.input} was aggregated by an older version without the chosen "
                             "runs; run `aggregate` again to list them")
-        text = list_selected(selected, summary, shown)
+        from ddg_sweep.report.search_runs import visible
+
+        text = list_selected(selected, visible(summary, args.include_search), shown)
     else:
-        text = render(table, summary, fmt, selections, selected)
+        text = render(table, summary, fmt, selections, selected, include_search=args.include_search)
     if args.output is None:
         sys.stdout.write(text)
     else:

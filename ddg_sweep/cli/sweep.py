@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+from ddg_sweep.cli.search_flags import add_search_flags, print_search_plan, search_options, searches_for
 from ddg_sweep.cli.status import estimate_basis
 from ddg_sweep.cli.train import add_hparam_flags, add_location_flags, hparam_overrides
 from ddg_sweep.errors import UserError
@@ -83,12 +84,14 @@ def register(subparsers) -> None:
     plan = subparsers.add_parser("plan", help="dry run: every job, its state, counts, a GPU-hour estimate",
                                  description="List a sweep's jobs and their states; needs no data, no weights.")
     _add_job_flags(plan, default_space=None)
+    add_search_flags(plan, scheduler=False)
     plan.add_argument("--format", choices=("text", "json"), default="text")
     plan.set_defaults(func=run_plan)
 
     sweep = subparsers.add_parser("sweep", help="run a space's jobs on Ray Tune, one trial per job",
                                   description="Run every job of a space that is not done yet.")
     _add_job_flags(sweep, default_space=None)
+    add_search_flags(sweep, scheduler=True)
     _add_ray_flags(sweep)
     sweep.set_defaults(func=run_sweep_command)
 
@@ -96,6 +99,7 @@ def register(subparsers) -> None:
                                   description="Sweep, then aggregate into OUT/aggregate, then write the "
                                               "tables (markdown, LaTeX) into OUT/tables.")
     _add_job_flags(bench, default_space="paper")
+    add_search_flags(bench, scheduler=True)
     _add_ray_flags(bench)
     bench.set_defaults(func=run_full_benchmark)
 
@@ -125,9 +129,14 @@ def _jobs(args):
 def run_plan(args) -> int:
     from ddg_sweep.jobs import build_plan, validate_job
 
+    options = search_options(args, need_packages=False)
     jobs = _jobs(args)
     for job in jobs:
         validate_job(job, args.output_dir, _locations(args), need_data=False)
+    searches = searches_for(args, jobs, options)
+    if searches:
+        print_search_plan(searches, options, args.output_dir, args.format)
+        return 0
     plan = build_plan(jobs, args.output_dir)
     if args.format == "json":
         print(json.dumps(plan.to_json(), indent=1))
@@ -199,15 +208,21 @@ def _as_ray_job(args) -> None:
 def _sweep(args):
     _as_ray_job(args)
     check_trackers(args.tracker)  # a missing optional package is refused before anything else
+    options = search_options(args)
     jobs = _jobs(args)
     from ddg_sweep.jobs import validate_job
 
     for job in jobs:  # one-line errors before Ray is even imported
         validate_job(job, args.output_dir, _locations(args), need_data=True)
+    searches = searches_for(args, jobs, options)
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    if searches:
+        from ddg_sweep.search.runner import run_search
+
+        return run_search(searches, args.output_dir, _locations(args), _sweep_options(args), options, say=say)
     from ddg_sweep.sweep import run_sweep
 
-    return run_sweep(jobs, args.output_dir, _locations(args), _sweep_options(args),
-                     say=lambda line: print(line, flush=True))
+    return run_sweep(jobs, args.output_dir, _locations(args), _sweep_options(args), say=say)
 
 
 def run_sweep_command(args) -> int:
@@ -227,7 +242,8 @@ def run_full_benchmark(args) -> int:
     print(f"aggregate: {summary.get('runs', '?')} runs -> {out / 'aggregate'}", flush=True)
     if os.environ.get(AGGREGATE_PAUSE_ENV):  # tests only: a window to kill full-benchmark mid-aggregation
         time.sleep(float(os.environ[AGGREGATE_PAUSE_ENV]))
-    written = write_tables(out / "aggregate", out, formats=("markdown", "latex"))  # -> OUT/tables/
+    written = write_tables(out / "aggregate", out, formats=("markdown", "latex"),  # -> OUT/tables/
+                           include_search=bool(args.search))
     print("tables: " + ", ".join(str(p) for p in written))
     figures, _ = make_plots(out / "aggregate", out / "plots")
     print("plots: " + ", ".join(str(p) for p in figures))

@@ -90,12 +90,15 @@ def select_all(records: pd.DataFrame, swad: pd.DataFrame) -> pd.DataFrame:
     return selected.astype({"step": "int64", "tied_runs": "int64", "tie_decided": "bool"})
 
 
-def aggregate(input_dir, output_dir, include_unfinished: bool = False) -> dict:
+def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False) -> dict:
     """Aggregate a sweep folder into `output_dir`; returns the summary dict."""
+    from ddg_sweep.report.search_runs import SEARCH_TRIALS_FILE, search_trials, tag_search_runs, visible
     from ddg_sweep.report.tables import render_domainbed_text
 
-    sweep = read_records(input_dir, include_unfinished=include_unfinished)
-    records, swad = sweep.records, sweep.swad
+    sweep = read_records(input_dir, include_unfinished=include_unfinished, include_stopped=include_stopped)
+    records, search_rows = tag_search_runs(sweep.records, input_dir)  # a search's runs: rows of their own
+    swad, _ = tag_search_runs(sweep.swad, input_dir)
+    trials = search_trials(input_dir)
     datasets = pd.concat([records[["dataset", "n_envs"]]] + (
         [swad[["dataset", "n_envs"]]] if len(swad) else []))
     env_names = environment_names(datasets)
@@ -105,6 +108,7 @@ def aggregate(input_dir, output_dir, include_unfinished: bool = False) -> dict:
     summary = {
         "input_dir": str(input_dir),
         "include_unfinished": include_unfinished,
+        "include_stopped": include_stopped,
         "total_records": int(len(records)),
         **{k: int(v) for k, v in sweep.stats.items() if k != "records"},
         "swad_runs": int(len(swad)),
@@ -113,6 +117,8 @@ def aggregate(input_dir, output_dir, include_unfinished: bool = False) -> dict:
         "environments": environment_names(datasets, full=True),
         "algorithms": order_algorithms(algorithms),
         "selections": [k for k in SELECTION_ORDER if k in set(table["selection"])],
+        "search_rows": search_rows,
+        "search_trials": int(len(trials)),
     }
     output_dir = Path(output_dir)
     files.atomic_write_parquet(output_dir / files.RECORDS_FILE, records)
@@ -120,7 +126,11 @@ def aggregate(input_dir, output_dir, include_unfinished: bool = False) -> dict:
         files.atomic_write_parquet(output_dir / files.SWAD_FILE, swad)
     files.atomic_write_parquet(output_dir / files.SELECTED_FILE, selected)
     files.atomic_write_parquet(output_dir / files.TABLE_FILE, table)
+    if len(trials):
+        files.atomic_write_parquet(output_dir / SEARCH_TRIALS_FILE, trials)
+    else:
+        (output_dir / SEARCH_TRIALS_FILE).unlink(missing_ok=True)
     files.atomic_write_text(output_dir / files.SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    files.atomic_write_text(output_dir / files.TEXT_TABLES_FILE,
-                            render_domainbed_text(table, summary))
+    files.atomic_write_text(output_dir / files.TEXT_TABLES_FILE,  # protocol rows only, as `tables`
+                            render_domainbed_text(table, visible(summary, include_search=False)))
     return summary

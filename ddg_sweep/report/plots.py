@@ -8,6 +8,8 @@
 - `hparam_<name>.png` for lmd, cfg_scale, stage1_steps (`ablation.py`).
 - `paper_layout.png`: the paper's table as bars, ours beside the published rows
   (`paper_plot.py`).
+- for searches, `search_<label>_progress.png` and `search_<label>_parallel.png`
+  (`search_plots.py`).
 """
 from __future__ import annotations
 
@@ -121,4 +123,7 @@ def make_plots(agg_dir, out_dir) -> tuple[list[Path], list[str]]:
             written.append(path)
     path, reason = plot_paper_layout(table, summary, out_dir, plt)
     (written.append(path) if path is not None else skipped.append(reason))
-    return written, skipped
+    from ddg_sweep.report.search_plots import make_search_plots
+
+    search_written, search_skipped = make_search_plots(agg_dir, out_dir, plt)
+    return written + search_written, skipped + search_skipped

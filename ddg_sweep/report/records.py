@@ -36,8 +36,9 @@ class SweepRecords:
     stats: dict = field(default_factory=dict)
 
 
-def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
-    """Read a sweep; raises UserError when the folder is missing or holds no records."""
+def read_records(input_dir, include_unfinished: bool = False, include_stopped: bool = False) -> SweepRecords:
+    """Read a sweep; raises UserError when the folder is missing or holds no records. Unfinished runs
+    (a search's stopped ones among them) are left out unless asked for."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise UserError(f"input folder {input_dir} does not exist; pass --input-dir the sweep's "
@@ -45,9 +46,10 @@ def read_records(input_dir, include_unfinished: bool = False) -> SweepRecords:
     runs = find_runs(input_dir)
     stats = {"runs_found": len(runs), "unfinished_runs": sum(not r.finished for r in runs),
              "unfinished_runs_skipped": 0, "malformed_lines": 0, "malformed_swad": 0}
+    stats["stopped_runs"] = sum(run.stopped and not run.finished for run in runs)
     if not include_unfinished:
-        stats["unfinished_runs_skipped"] = stats["unfinished_runs"]
-        runs = [run for run in runs if run.finished]
+        runs = [run for run in runs if run.finished or (include_stopped and run.stopped)]
+        stats["unfinished_runs_skipped"] = stats["runs_found"] - len(runs)
 
     # Reading the next files overlaps pyarrow's parse of the last batch (it releases the GIL).
     read, batches, pending = [], [], []
@@ -118,6 +120,7 @@ def _run_frame(first: pa.Table, read, careful: bool) -> pd.DataFrame:
     job_ids = first.column("job_id").to_pylist()
     runs.insert(1, "job_id", [job or os.path.basename(run.path) for job, run in zip(job_ids, run_files)])
     runs.insert(2, "finished", [run.finished for run in run_files])
+    runs.insert(3, "stopped", [run.stopped and not run.finished for run in run_files])
     runs["test_envs"] = [",".join(map(str, e)) for e in envs]
     runs["n_test_envs"] = np.array([len(e) for e in envs], dtype=np.int64)
     runs["test_env"] = np.array([e[0] for e in envs], dtype=np.int64)
@@ -132,7 +135,7 @@ def _run_frame(first: pa.Table, read, careful: bool) -> pd.DataFrame:
         n_envs = np.where(present, env + 1, n_envs)
         env += 1
     runs["n_envs"] = n_envs
-    runs = runs[["run_id", "job_id", "finished", "dataset", "algorithm", "test_envs", "n_test_envs",
+    runs = runs[["run_id", "job_id", "finished", "stopped", "dataset", "algorithm", "test_envs", "n_test_envs",
                  "test_env", "test_env2", "trial_seed", "hparams_seed", "seed", "steps",
                  "holdout_fraction", "n_envs"]]
     provenance = [{f"prov_{k}": v for k, v in read_provenance(run.path).items()}

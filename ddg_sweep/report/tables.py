@@ -12,6 +12,7 @@ import pandas as pd
 from ddg_sweep.errors import UserError
 from ddg_sweep.report import files, notes
 from ddg_sweep.report.formats import escape_latex, latex_table, markdown_table
+from ddg_sweep.report.search_runs import search_notes, visible
 from ddg_sweep.report.selection import SELECTION_METHODS, SELECTION_ORDER
 
 FORMATS = {"markdown": ".md", "latex": ".tex", "text": ".txt"}
@@ -161,6 +162,7 @@ def render_selection(table, summary, selection: str, fmt: str, selected=None) ->
     mixed = notes.version_mix(selected, selection)
     if mixed:
         out.append(notes.render_notes([notes.version_mix_note(mixed)], fmt))
+    out.append(notes.render_notes(search_notes(summary), fmt))
     return "".join(out)
 
 
@@ -193,6 +195,7 @@ def paper_rows(table, summary, selections, fmt: str = "text"
 
 def render_paper(table, summary, selections, fmt: str) -> str:
     labels, body, lines = paper_rows(table, summary, selections, fmt)
+    lines += search_notes(summary)
     if fmt == "markdown":
         what = ("ours: mean ± standard error over trial seeds"
                 if len(body) > len(PAPER_REFERENCE_ROWS) else "published rows only")
@@ -206,9 +209,11 @@ def render_paper(table, summary, selections, fmt: str) -> str:
             + "".join(_text_row(row, width) for row in body))
 
 
-def render(table, summary, fmt: str, selections=None, selected=None) -> str:
-    """Everything the `tables` command prints: every selection's tables, then the paper's."""
+def render(table, summary, fmt: str, selections=None, selected=None, include_search: bool = False) -> str:
+    """Everything the `tables` command prints: every selection's tables, then the paper's (a search's
+    rows only with `include_search`)."""
     fmt = check_format(fmt)
+    summary = visible(summary, include_search)
     selections = check_selections(selections) if selections else _default_selections(summary)
     if fmt == "text":
         parts = [render_domainbed_text(table, summary, selections)]
@@ -218,9 +223,10 @@ def render(table, summary, fmt: str, selections=None, selected=None) -> str:
     return "".join(parts)
 
 
-def write_tables(agg_dir, out_dir, formats=("markdown", "latex")) -> list[Path]:
+def write_tables(agg_dir, out_dir, formats=("markdown", "latex"), include_search: bool = False) -> list[Path]:
     """Write OUT/tables/<selection>.<ext> and OUT/tables/paper.<ext> for each format."""
     table, summary = files.load_aggregate(agg_dir)
+    summary = visible(summary, include_search)
     selected = files.load_selected(agg_dir)
     selections = _default_selections(summary)
     folder = Path(out_dir) / "tables"

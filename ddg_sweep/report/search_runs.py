@@ -1,0 +1,113 @@
+"""Search runs in the report: tagged, kept out of the protocol tables unless asked, one row per trial.
+
+A run a search suggested (its folder holds `search.json`) is tagged in records.parquet
+(`search`: name/searcher/metric, `search_id`, `search_trial`, `search_metric`) and its
+`algorithm` becomes a row of its own, `DDG [search optuna]`, or `DDG [ORACLE search optuna]`
+when the searcher maximised test-domain accuracy: selection never mixes a search's runs with
+the protocol's runs of a cell, the standard tables leave those rows out unless
+`--include-search`, and every table and plot that shows them names them so.
+`search_trials.parquet` holds one row per trial (state, objective, configuration), what the
+search plots and `tables --importance` read.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ddg_sweep.search.searches import SEARCH_FILE
+
+SEARCH_TRIALS_FILE = "search_trials.parquet"
+
+
+def row_label(algorithm: str, header: dict) -> str:
+    oracle = "ORACLE " if header.get("metric") == "oracle" else ""
+    return f"{algorithm} [{oracle}{header.get('name', 'search')} {header.get('searcher', '?')}]"
+
+
+def _header(input_dir: Path, run_id: str) -> dict | None:
+    try:
+        header = json.loads((Path(input_dir) / run_id / SEARCH_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return header if isinstance(header, dict) and "search_id" in header else None
+
+
+def tag_search_runs(frame: pd.DataFrame, input_dir) -> tuple[pd.DataFrame, dict]:
+    """(frame with the search columns and search runs' algorithm relabelled, {row label: its search})."""
+    if not len(frame):
+        return frame, {}
+    run_ids = frame["run_id"].astype(str)
+    headers = {run: _header(input_dir, run) for run in run_ids.unique()}
+    headers = {run: h for run, h in headers.items() if h}
+    frame = frame.copy()
+    for column, key, empty in (("search", "label", ""), ("search_id", "search_id", ""),
+                               ("search_metric", "metric", ""), ("search_trial", "trial", -1)):
+        frame[column] = run_ids.map(lambda run: headers[run][key] if run in headers else empty)
+    frame["search_trial"] = frame["search_trial"].astype("int64")
+    rows = {}
+    if headers:
+        algorithms = frame["algorithm"].astype(str)
+        labels = [row_label(alg, headers[run]) if run in headers else alg for alg, run in zip(algorithms, run_ids)]
+        frame["algorithm"] = pd.Categorical(labels) if isinstance(frame["algorithm"].dtype, pd.CategoricalDtype) \
+            else labels
+        for run, header in headers.items():
+            label = row_label(str(algorithms[run_ids == run].iloc[0]), header)
+            rows[label] = {"search": header["label"], "searcher": header["searcher"], "metric": header["metric"]}
+    return frame, rows
+
+
+def visible(summary: dict, include_search: bool) -> dict:
+    """The summary the tables render: search rows dropped unless asked for."""
+    rows = summary.get("search_rows") or {}
+    if include_search or not rows:
+        return summary
+    return {**summary, "algorithms": [a for a in summary["algorithms"] if a not in rows],
+            "hidden_search_rows": [a for a in summary["algorithms"] if a in rows]}
+
+
+def search_notes(summary: dict) -> list[str]:
+    """One sentence per search row a table shows."""
+    rows = summary.get("search_rows") or {}
+    notes = []
+    for label in (a for a in summary["algorithms"] if a in rows):
+        row = rows[label]
+        if row["metric"] == "oracle":
+            notes.append(f"{label}: hyperparameters chosen by a search ({row['searcher']}) that maximised "
+                         "test-domain accuracy (--metric oracle): an ORACLE result, not one under DomainBed's "
+                         "protocol.")
+        else:
+            notes.append(f"{label}: hyperparameters chosen by a search ({row['searcher']}) that maximised "
+                         "training-domain validation accuracy (--metric val_acc, within the protocol).")
+    hidden = summary.get("hidden_search_rows")
+    if hidden:
+        notes.append(f"Left out: the rows of searches ({', '.join(hidden)}); `tables --include-search` shows them.")
+    return notes
+
+
+def search_trials(input_dir) -> pd.DataFrame:
+    """One row per trial of every search below `input_dir` (OUT, holding runs/)."""
+    from ddg_sweep.search.searches import read_trials, scan_headers
+
+    out = Path(input_dir)
+    if not (out / "runs").is_dir() and out.name == "runs":  # --input-dir OUT/runs
+        out = out.parent
+    rows = []
+    for search_id, headers in scan_headers(out).items():
+        first = headers[0]
+        for trial in read_trials(out, headers):
+            rows.append({
+                "search_id": search_id, "search": first["label"], "name": first["name"],
+                "searcher": first["searcher"], "metric": first["metric"], "scope": first["scope"],
+                "algorithm": first["algorithm"], "row": row_label(first["algorithm"], first),
+                "dataset": first["dataset"], "test_envs": " ".join(",".join(map(str, e)) for e in first["test_envs"]),
+                "trial_seed": first["trial_seed"], "trial": trial.index, "state": trial.state,
+                "objective": np.nan if trial.objective is None else trial.objective,
+                "checkpoints": len(trial.trajectory), "jobs": ",".join(trial.job_ids),
+                "ranges": json.dumps(first["ranges"], sort_keys=True),
+                **{f"hp_{name}": value for name, value in trial.config.items()}})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(["search_id", "trial"], ignore_index=True)
