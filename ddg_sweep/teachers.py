@@ -8,8 +8,11 @@ Figures (all on DemoDigits, which the teachers never trained on):
 - `prompt_sensitivity[env]`: how much the UNet's prediction moves with the class prompt;
 - `stage2_gradient`: on a demo batch, the cosine between dL_diff/dlogits and the supervised
   cross-entropy gradient dCE/dlogits, per sample (mean and share positive) and for the
-  batch's gradient averaged over noise draws. Positive: the teacher pulls the student's
-  probabilities toward the right class.
+  batch's gradient averaged over noise draws, at the demo's w and at w = 1, for the student
+  as Stage II finds it and for uniform logits. Positive: the teacher pulls the student's
+  probabilities toward the right class. With w > 1 the guided loss is smallest when the
+  conditioning carries about 1/w of the class evidence (eps_neg + w (eps_c - eps_neg) must
+  match eps), so against a confident student the guided gradient turns back.
 """
 from __future__ import annotations
 
@@ -71,11 +74,13 @@ def teacher_figures(per_env: int = 100, n_draws: int = 16, cfg_scale: float = 3.
 
 
 def stage_two_gradient_cosine(test_env: int = 0, batch_size: int = 16, stage1_steps: int = 30, n_draws: int = 8,
-                              cfg_scale: float = 3.0, seed: int = 0) -> dict:
+                              cfg_scales: tuple[float, ...] = (3.0, 1.0), seed: int = 0) -> dict:
     """Cosine of dL_diff/dlogits with dCE/dlogits on a DemoDigits training batch (see the module docstring).
 
     A DDG student at the demo's defaults first takes `stage1_steps` Stage I steps (so P is
-    aligned, as when Stage II starts); then one batch per training environment is scored.
+    aligned, as when Stage II starts); then one batch per training environment is scored, per
+    guidance scale, at the student's own logits and at uniform ones (a student that knows
+    nothing yet). Every case shares the same noise draws.
     """
     from ddg_sweep.algorithms.base import RunContext
     from ddg_sweep.algorithms.ddg import DDG
@@ -85,8 +90,7 @@ def stage_two_gradient_cosine(test_env: int = 0, batch_size: int = 16, stage1_st
 
     spec = get_dataset_spec(DATASET)
     train_envs = [e for e in range(spec.n_envs) if e != test_env]
-    hparams = resolve_hparams("DDG", DATASET, overrides={"batch_size": batch_size, "cfg_scale": cfg_scale,
-                                                         "stage1_steps": stage1_steps})
+    hparams = resolve_hparams("DDG", DATASET, overrides={"batch_size": batch_size, "stage1_steps": stage1_steps})
     images, class_names = demo_images(per_env=10_000, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -106,18 +110,32 @@ def stage_two_gradient_cosine(test_env: int = 0, batch_size: int = 16, stage1_st
         batch = minibatches()
         x, y = torch.cat([b[0] for b in batch]), torch.cat([b[1] for b in batch])
         ddg.eval()
-        logits = ddg.network(x).detach().requires_grad_(True)
-        ce_grad = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), logits)[0]
+        student = ddg.network(x).detach()
         neg = ddg.negative_conditioning([len(b[1]) for b in batch])
-        diff_grads = []
-        for _ in range(n_draws):
-            cond = probs_conditioning(logits, ddg.class_tokens)
-            loss = ddg.guided_diffusion_loss(x, cond, neg) * len(x)  # per-sample sums, like the CE above
-            diff_grads.append(torch.autograd.grad(loss, logits)[0])
-    per_sample = torch.stack([F.cosine_similarity(g, ce_grad, dim=1) for g in diff_grads])  # (draws, B)
-    averaged = F.cosine_similarity(torch.stack(diff_grads).mean(0), ce_grad, dim=1)
-    return {"test_env": test_env, "stage1_steps": stage1_steps, "n_draws": n_draws, "cfg_scale": cfg_scale,
-            "batch": len(x), "single_draw_mean": float(per_sample.mean()),
-            "single_draw_positive_share": float((per_sample > 0).float().mean()),
-            "draw_averaged_mean": float(averaged.mean()),
-            "draw_averaged_positive_share": float((averaged > 0).float().mean())}
+        draws_state = torch.get_rng_state()
+
+        def cosines(logits: torch.Tensor, scale: float) -> dict:
+            logits = logits.clone().requires_grad_(True)
+            ce_grad = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), logits)[0]
+            ddg.hparams["cfg_scale"] = scale
+            torch.set_rng_state(draws_state)  # the same (t, eps) draws for every case
+            diff_grads = []
+            for _ in range(n_draws):
+                cond = probs_conditioning(logits, ddg.class_tokens)
+                loss = ddg.guided_diffusion_loss(x, cond, neg) * len(x)  # per-sample sums, like the CE above
+                diff_grads.append(torch.autograd.grad(loss, logits)[0])
+            per_sample = torch.stack([F.cosine_similarity(g, ce_grad, dim=1) for g in diff_grads])  # (draws, B)
+            averaged = F.cosine_similarity(torch.stack(diff_grads).mean(0), ce_grad, dim=1)
+            return {"single_draw_mean": float(per_sample.mean()),
+                    "single_draw_positive_share": float((per_sample > 0).float().mean()),
+                    "draw_averaged_mean": float(averaged.mean()),
+                    "draw_averaged_positive_share": float((averaged > 0).float().mean())}
+
+        p_true = student.softmax(-1)[torch.arange(len(y)), y]
+        result = {"test_env": test_env, "stage1_steps": stage1_steps, "n_draws": n_draws, "batch": len(x),
+                  "student_accuracy": float((student.argmax(-1) == y).float().mean()),
+                  "student_true_class_prob": float(p_true.mean()), "by_cfg_scale": {}}
+        for scale in cfg_scales:
+            result["by_cfg_scale"][f"{scale:g}"] = {"student": cosines(student, scale),
+                                                    "uniform": cosines(torch.zeros_like(student), scale)}
+    return result

@@ -46,10 +46,14 @@ def _text(figures: dict) -> str:
                 f"{settings['n_draws']} noise draws, guided at w={settings['cfg_scale']:g} against the "
                 f"environment's domain prompt; SD at {settings['sd_resolution']} px)")
     gradient = figures["stage2_gradient"]
-    rows.append(f"Stage II gradient vs supervised gradient on the student's logits (cosine): one draw "
-                f"{gradient['single_draw_mean']:+.3f} ({100 * gradient['single_draw_positive_share']:.0f} % "
-                f"positive), averaged over {gradient['n_draws']} draws {gradient['draw_averaged_mean']:+.3f} "
-                f"({100 * gradient['draw_averaged_positive_share']:.0f} % positive)")
+    rows.append(f"Stage II gradient vs supervised gradient on the student's logits (cosine, one draw / averaged "
+                f"over {gradient['n_draws']} draws; student after {gradient['stage1_steps']} Stage I steps: "
+                f"accuracy {gradient['student_accuracy']:.2f}, true-class probability "
+                f"{gradient['student_true_class_prob']:.2f}):")
+    for scale, cases in gradient["by_cfg_scale"].items():
+        rows.append(f"  w={scale}: " + ", ".join(
+            f"{name} {c['single_draw_mean']:+.3f} / {c['draw_averaged_mean']:+.3f} "
+            f"({100 * c['draw_averaged_positive_share']:.0f} % positive)" for name, c in cases.items()))
     if figures.get("training"):
         seconds = figures["training"]["seconds"]
         rows.append(f"trained ({figures['training']['budget']} budget) in {sum(seconds.values()):.0f} s: "
@@ -73,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     from ddg_sweep.teachers import stage_two_gradient_cosine, teacher_figures
 
     figures = teacher_figures(args.images_per_env, args.draws, args.cfg_scale)
-    figures["stage2_gradient"] = stage_two_gradient_cosine(cfg_scale=args.cfg_scale)
+    figures["stage2_gradient"] = stage_two_gradient_cosine(cfg_scales=tuple(dict.fromkeys((args.cfg_scale, 1.0))))
     training = weights_dir() / "training.json"
     figures["training"] = json.loads(training.read_text()) if training.is_file() else None
     figures["weights"] = str(weights_dir())

@@ -25,8 +25,8 @@ from ddg_sweep.models.synthetic_digits import SyntheticDigits
 BUDGETS = {
     "full": dict(clip_glyphs=600, clip=dict(steps=6000, batch_size=128, lr=2e-3),
                  sd_glyphs=600, vae=dict(steps=1000, batch_size=32, lr=2e-3, kl_weight=1e-4),
-                 bank_images=30000, unet=dict(steps=9000, batch_size=64, lr=1e-3),
-                 student_glyphs=400, student=dict(steps=1500, batch_size=128, lr=2e-3)),
+                 bank_images=30000, unet=dict(steps=5000, batch_size=64, lr=1e-3),
+                 student_glyphs=400, student=dict(steps=600, batch_size=128, lr=2e-3)),
     "short": dict(clip_glyphs=100, clip=dict(steps=800, batch_size=128, lr=2e-3),
                   sd_glyphs=100, vae=dict(steps=300, batch_size=32, lr=2e-3, kl_weight=1e-4),
                   bank_images=5000, unet=dict(steps=1500, batch_size=128, lr=1e-3),
