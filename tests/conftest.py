@@ -51,3 +51,26 @@ def mounted_tmpfs(mount_point: Path, size: str):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# Modules that start a Ray cluster of their own. Under `pytest -n 2 --dist loadgroup` (the default, see
+# pyproject.toml) they run one after another on one worker, never two clusters at once on a small machine,
+# while the other worker takes the tests that need no cluster.
+RAY_MODULES = {"test_cluster", "test_dashboard", "test_faults_driver", "test_faults_trial", "test_node_loss",
+               "test_ray_jobs", "test_search", "test_security", "test_sweep", "test_tracking"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in RAY_MODULES:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def pytest_configure(config):
+    # each xdist worker gets its share of the cores, so two workers do not fight over every core
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))

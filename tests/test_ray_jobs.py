@@ -70,7 +70,7 @@ def test_full_benchmark_submitted_as_a_ray_job_writes_its_tables_and_logs(head_w
 
     out = tmp_path / "OUT"
     sweep = ["python", "-m", "ddg_sweep.run", "full-benchmark", "--preset", "demo", "--algorithms", "ERM",
-             "--test-envs", "0", "1", "--steps", "60", "--checkpoint-freq", "20"]
+             "--trial-seeds", "0", "--test-envs", "0", "1", "--steps", "60", "--checkpoint-freq", "20"]
     relative = ray_job("submit", "--address", address, "--working-dir", ".", "--submission-id", "ddg-relative",
                        "--no-wait", "--", *sweep, "--output-dir", "OUT")
     assert relative.returncode == 0, relative.stderr
