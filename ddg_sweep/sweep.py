@@ -363,6 +363,18 @@ def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepO
     return SweepResult(len(to_run), done, failed, skipped_failed)
 
 
+def fit_saying(tuner, starting: str, say: Callable[[str], None], interrupted: str) -> None:
+    """`tuner.fit()` between a starting line and its duration; on Ctrl-C, say how to resume, then re-raise."""
+    started = time.time()
+    say(starting)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        say(interrupted)
+        raise
+    say(f"tune finished in {time.time() - started:.0f} s")
+
+
 def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: SweepOptions,
          say: Callable[[str], None]) -> None:
     from trainables import DDGTrial
@@ -395,12 +407,6 @@ def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: 
             callbacks=[ProgressLines(len(to_run), say), *trackers],
         ),
     )
-    started = time.time()
-    say(f"running {len(to_run)} jobs ...")
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        say("interrupted: run the same command again; done jobs are kept, partial ones resume from their "
-            "checkpoint (ignore Tune's Tuner.restore hint: the job folders are the state)")
-        raise
-    say(f"tune finished in {time.time() - started:.0f} s")
+    fit_saying(tuner, f"running {len(to_run)} jobs ...", say,
+               "interrupted: run the same command again; done jobs are kept, partial ones resume from their "
+               "checkpoint (ignore Tune's Tuner.restore hint: the job folders are the state)")

@@ -19,8 +19,8 @@ from ddg_sweep.jobs import validate_job
 from ddg_sweep.search.objective import METRIC_WORDS
 from ddg_sweep.search.searches import Progress, Search, SearchOptions, progress_of
 from ddg_sweep.search.tuner import Lane, PerSearchASHA, SearchMux
-from ddg_sweep.sweep import (ProgressLines, SweepOptions, SweepResult, job_payload, locked, preflight, ray_cluster,
-                             trial_name)
+from ddg_sweep.sweep import (ProgressLines, SweepOptions, SweepResult, fit_saying, job_payload, locked, preflight,
+                             ray_cluster, trial_name)
 from trainables.search_trial import CLOCK, OBJECTIVE
 
 
@@ -101,12 +101,6 @@ def _fit(progress: list[Progress], out: Path, locations: dict, resources: dict, 
         run_config=tune.RunConfig(name=name, storage_path=str(out / "ray_results"), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=options.max_failures),
                                   callbacks=[SearchProgressLines(total, say, stopped)]))
-    started = time.time()
-    say(f"running {total} trials ...")
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        say("interrupted: run the same command again; finished trials are kept and fed to the searcher, "
-            "unfinished ones resume from their checkpoints")
-        raise
-    say(f"tune finished in {time.time() - started:.0f} s")
+    fit_saying(tuner, f"running {total} trials ...", say,
+               "interrupted: run the same command again; finished trials are kept and fed to the searcher, "
+               "unfinished ones resume from their checkpoints")
