@@ -80,12 +80,18 @@ def ray_root():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def _interruptible():
+    # A pytest-xdist worker ignores SIGINT, and a child inherits an ignored SIGINT (Python then
+    # installs no KeyboardInterrupt handler): the CLI gets the default a terminal gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args, log_path: Path, env: dict) -> subprocess.Popen:
     """The CLI in its own session (so one killpg reaches the driver and all it started)."""
     with open(log_path, "w") as log:
         return subprocess.Popen([sys.executable, "-m", "ddg_sweep.run", *map(str, args)], cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **env})
+                                env={**os.environ, **env}, preexec_fn=_interruptible)
 
 
 def alive(pid: int) -> bool:
