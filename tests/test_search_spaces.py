@@ -137,7 +137,7 @@ def fill(out, job_id, records, done=True):
 
 @pytest.mark.parametrize("searcher", ["optuna", "hyperopt", "random"])
 def test_warm_start_tells_the_searcher_what_is_on_disk_and_resumes_unfinished_trials_first(tmp_path, searcher):
-    from ddg_sweep.search.tuner import Lane
+    from trainables.search_tuner import Lane
 
     out = tmp_path / "OUT"
     search = erm_search(tmp_path, searcher)

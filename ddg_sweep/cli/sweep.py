@@ -217,7 +217,7 @@ def _sweep(args):
     searches = searches_for(args, jobs, options)
     say = lambda line: print(line, flush=True)  # noqa: E731
     if searches:
-        from ddg_sweep.search.runner import run_search
+        from trainables.search_runner import run_search
 
         return run_search(searches, args.output_dir, _locations(args), _sweep_options(args), options, say=say)
     from ddg_sweep.sweep import run_sweep

@@ -1,8 +1,9 @@
 """Hyperparameter searches inside DomainBed's protocol (`sweep --search ...`, docs/sweeps.md).
 
 Ray-free: ranges (`distributions`), the objective (`objective`), the searches a space
-makes and their trials on disk (`searches`). The Ray side is `ddg_sweep.search.tuner`
-(searchers, the ASHA scheduler per search, the driver) and `trainables/search_trial.py`.
+makes and their trials on disk (`searches`). The Ray side is in `trainables/`:
+`search_tuner.py` (searchers, the ASHA scheduler per search), `search_runner.py` (the driver)
+and `search_trial.py`.
 
 A space file imports its ranges from here:
 

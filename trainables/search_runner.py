@@ -18,7 +18,7 @@ from ray import tune
 from ddg_sweep.jobs import validate_job
 from ddg_sweep.search.objective import METRIC_WORDS
 from ddg_sweep.search.searches import Progress, Search, SearchOptions, progress_of
-from ddg_sweep.search.tuner import Lane, PerSearchASHA, SearchMux
+from trainables.search_tuner import Lane, PerSearchASHA, SearchMux
 from ddg_sweep.sweep import (ProgressLines, SweepOptions, SweepResult, fit_saying, job_payload, locked, preflight,
                              ray_cluster, trial_name)
 from trainables.search_trial import CLOCK, OBJECTIVE
