@@ -60,10 +60,17 @@ RAY_MODULES = {"test_cluster", "test_dashboard", "test_faults_driver", "test_fau
                "test_ray_jobs", "test_search", "test_security", "test_sweep", "test_tracking"}
 
 
+# Modules whose tests share one expensive module-scoped fixture: on one worker it is built once.
+SHARED_FIXTURE_MODULES = {"test_tiny_teachers"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rpartition(".")[2] in RAY_MODULES:
+        module = item.module.__name__.rpartition(".")[2]
+        if module in RAY_MODULES:
             item.add_marker(pytest.mark.xdist_group("ray"))
+        elif module in SHARED_FIXTURE_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
 def pytest_configure(config):
