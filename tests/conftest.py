@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,28 +49,30 @@ def mounted_tmpfs(mount_point: Path, size: str):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+def default_sigint():
+    """preexec_fn for a CLI the test interrupts: a pytest-xdist worker ignores SIGINT, and a child
+    inherits an ignored SIGINT (Python then installs no KeyboardInterrupt handler); this gives it
+    the default a terminal gives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def cli():
     return run_cli
 
 
-# Modules that start a Ray cluster of their own. Under `pytest -n 2 --dist loadgroup` (the default, see
-# pyproject.toml) they run one after another on one worker, never two clusters at once on a small machine,
-# while the other worker takes the tests that need no cluster.
-RAY_MODULES = {"test_cluster", "test_dashboard", "test_faults_driver", "test_faults_trial", "test_node_loss",
-               "test_ray_jobs", "test_search", "test_security", "test_sweep", "test_tracking"}
+# Modules whose tests share one expensive module-scoped fixture (a teacher evaluation, a running
+# sweep): all on one xdist worker, so it is built once. The other tests, those that start a Ray
+# cluster of their own included (each with its own temp folder and ports), go wherever a worker is free.
+SHARED_FIXTURE_MODULES = {"test_tiny_teachers", "test_dashboard", "test_tracking", "test_ddg_algorithm",
+                          "test_ddg_teachers", "test_search_report"}
 
 
-# Modules whose tests share one expensive module-scoped fixture: on one worker it is built once.
-SHARED_FIXTURE_MODULES = {"test_tiny_teachers"}
-
-
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rpartition(".")[2]
-        if module in RAY_MODULES:
-            item.add_marker(pytest.mark.xdist_group("ray"))
-        elif module in SHARED_FIXTURE_MODULES:
+        if module in SHARED_FIXTURE_MODULES:
             item.add_marker(pytest.mark.xdist_group(module))
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, default_sigint
 from test_faults_driver import ray_pids
 
 CHROMIUM = "/usr/bin/chromium"
@@ -107,7 +107,7 @@ def running_sweep(tmp_path_factory):
         sweep = subprocess.Popen([sys.executable, "-m", "ddg_sweep.run", "sweep", "--space", str(space),
                                   "--output-dir", str(out), "--dashboard-port", str(port), "--num-cpus", "2"],
                                  cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, "RAY_TMPDIR": ray_tmp})
+                                 env={**os.environ, "RAY_TMPDIR": ray_tmp}, preexec_fn=default_sigint)
     try:
         line = wait_for(lambda: re.search(r"dashboard: (http://\S+)\s+\(sign in with the token in (\S+)",
                                           log_path.read_text()), 180, "the dashboard line")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, mounted_tmpfs, run_cli
+from conftest import REPO, assert_one_line_error, default_sigint, mounted_tmpfs, run_cli
 from ddg_sweep.lock import LOCK_NAME, read_lock
 
 RAY = ["--no-dashboard", "--num-cpus", "2"]
@@ -80,18 +80,12 @@ def ray_root():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _interruptible():
-    # A pytest-xdist worker ignores SIGINT, and a child inherits an ignored SIGINT (Python then
-    # installs no KeyboardInterrupt handler): the CLI gets the default a terminal gives it.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start(args, log_path: Path, env: dict) -> subprocess.Popen:
     """The CLI in its own session (so one killpg reaches the driver and all it started)."""
     with open(log_path, "w") as log:
         return subprocess.Popen([sys.executable, "-m", "ddg_sweep.run", *map(str, args)], cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **env}, preexec_fn=_interruptible)
+                                env={**os.environ, **env}, preexec_fn=default_sigint)
 
 
 def alive(pid: int) -> bool:

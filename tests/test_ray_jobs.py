@@ -69,7 +69,7 @@ def test_full_benchmark_submitted_as_a_ray_job_writes_its_tables_and_logs(head_w
     assert wrong.returncode != 0 and "Invalid authentication token" in wrong.stdout + wrong.stderr
 
     out = tmp_path / "OUT"
-    sweep = ["python", "-m", "ddg_sweep.run", "full-benchmark", "--preset", "demo", "--algorithms", "ERM",
+    sweep = [sys.executable, "-m", "ddg_sweep.run", "full-benchmark", "--preset", "demo", "--algorithms", "ERM",
              "--trial-seeds", "0", "--test-envs", "0", "1", "--steps", "60", "--checkpoint-freq", "20"]
     relative = ray_job("submit", "--address", address, "--working-dir", ".", "--submission-id", "ddg-relative",
                        "--no-wait", "--", *sweep, "--output-dir", "OUT")
@@ -83,9 +83,10 @@ def test_full_benchmark_submitted_as_a_ray_job_writes_its_tables_and_logs(head_w
     submitted = ray_job("submit", "--address", address, "--working-dir", ".", "--submission-id", "ddg-demo",
                         "--no-wait", "--", *sweep, "--output-dir", str(out))
     assert submitted.returncode == 0, submitted.stderr
-    assert wait_for_status(address, "ddg-demo") == "SUCCEEDED"
+    status = wait_for_status(address, "ddg-demo")
     wall = time.time() - started
     logs = ray_job("logs", "--address", address, "ddg-demo").stdout  # the driver's output reaches `ray job logs`
+    assert status == "SUCCEEDED", logs[-3000:]
     assert "running as Ray Job ddg-demo: attaching to its cluster (--address auto)" in logs
     assert "2 jobs: 2 pending; 2 jobs to run" in logs and "sweep finished: 2/2 jobs done" in logs
     assert "tables: " in logs and "RAY_AUTH_MODE=disabled" not in logs
