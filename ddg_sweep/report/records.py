@@ -64,7 +64,7 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
             first_line = _first_line(content)
             if first_line is None:
                 continue
-            batch.add(content, len(read), _env_count_of_line(first_line))
+            batch.add(content, len(read), _env_count_of_line(first_line), first_line)
             read.append((run, first_line))  # not the content: a 1M-record sweep holds 1.3 GB of it
             if batch.size >= BATCH_BYTES:
                 batches.append(batch)
