@@ -34,6 +34,7 @@ class SweepRecords:
     records: pd.DataFrame  # one row per record, see docs/report.md
     swad: pd.DataFrame  # one row per run with a swad.json
     stats: dict = field(default_factory=dict)
+    searched: set = field(default_factory=set)  # run ids whose folder holds a search.json
 
 
 def read_records(input_dir, include_unfinished: bool = False, include_stopped: bool = False) -> SweepRecords:
@@ -88,7 +89,7 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
                 if stats["unfinished_runs_skipped"] else "")
         raise UserError(f"no records found below {input_dir}{hint}; point --input-dir at a "
                         "folder holding <run>/results.jsonl files")
-    return SweepRecords(records, swad, stats)
+    return SweepRecords(records, swad, stats, {run.run_id for run, _ in read if run.has_search})
 
 
 CATEGORY_COLUMNS = ("run_id", "job_id", "dataset", "algorithm", "test_envs")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ddg_sweep.jobs import STOPPED_FILE
 from ddg_sweep.provenance import PROVENANCE_FILE, read_provenance
+from ddg_sweep.search.searches import SEARCH_FILE
 
 RESULTS_FILE = "results.jsonl"
 DONE_FILE = "done"
@@ -30,6 +31,7 @@ class RunFile:
     has_swad: bool
     has_provenance: bool = False
     stopped: bool = False  # a search's scheduler stopped it early (stopped.json): unfinished, records kept
+    has_search: bool = False  # a search suggested it (search.json)
 
 
 def find_runs(input_dir: Path) -> list[RunFile]:
@@ -54,7 +56,7 @@ def find_runs(input_dir: Path) -> list[RunFile]:
             run_id = "." if folder == root else (
                 folder[len(prefix):] if folder.startswith(prefix) else os.path.relpath(folder, root))
             found.append(RunFile(run_id, folder, DONE_FILE in names, SWAD_FILE in names,
-                                  PROVENANCE_FILE in names, STOPPED_FILE in names))
+                                  PROVENANCE_FILE in names, STOPPED_FILE in names, SEARCH_FILE in names))
             if folder != root:
                 continue
         pending += [entry.path for entry in entries if entry.is_dir()]
