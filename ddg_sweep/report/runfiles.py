@@ -65,11 +65,23 @@ def find_runs(input_dir: Path) -> list[RunFile]:
 
 
 def _read_file(path: str) -> bytes | None:
+    """The file's bytes (os.open/os.read: a third of the system calls of open().read())."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        data = os.read(fd, 1 << 16)
+        if len(data) == 1 << 16:  # a large file: read on to its end
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 22):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _first_good_line(content: bytes) -> tuple[dict | None, int]:
