@@ -103,21 +103,21 @@ def shared_prefix(line: bytes) -> bytes | None:
     """The line's leading members `"args"` (first) and `"hparams"` when they are flat
     objects, up to the next key: `{"args": {...}, "hparams": {...}, `; None otherwise.
     A prefix that is not valid JSON makes the first line fail, so the careful path runs."""
-    position, seen = 1, []
-    for key in (b'"args":', b'"hparams":'):
-        if not line.startswith(key, position):
-            break
-        start = position + len(key)
-        start += line.startswith(b" ", start)
-        if not line.startswith(b"{", start):
-            break
-        end = _flat_object_end(line, start)
-        if end < 0 or not line.startswith(b",", end):
-            break
-        position = end + 1 + line.startswith(b" ", end + 1)
-        seen.append(key)
-    if not line.startswith(b"{") or b'"args":' not in seen:
+    if line.startswith(b'{"args": {'):
+        end = _flat_object_end(line, 9)
+    elif line.startswith(b'{"args":{'):
+        end = _flat_object_end(line, 8)
+    else:
         return None
+    if end < 0 or not line.startswith(b",", end):
+        return None
+    position = end + 1 + line.startswith(b" ", end + 1)
+    for key in (b'"hparams": {', b'"hparams":{'):
+        if line.startswith(key, position):
+            end = _flat_object_end(line, position + len(key) - 1)
+            if end > 0 and line.startswith(b",", end):
+                position = end + 1 + line.startswith(b" ", end + 1)
+            break
     return line[:position]
 
 

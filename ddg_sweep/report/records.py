@@ -7,6 +7,7 @@ parse of the runs' first lines (`headers.py`), so no Python code runs per record
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +56,9 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
     # Reading the next files overlaps pyarrow's parse of the last batch (it releases the GIL).
     read, batches, pending = [], [], []
     batch = Batch()
+    paths = [os.path.join(run.path, RESULTS_FILE) for run in runs]
     with ThreadPoolExecutor(max_workers=1) as parser:
-        for run in runs:
-            content = _read_file(os.path.join(run.path, RESULTS_FILE))
+        for run, content in zip(runs, _contents(paths)):
             if content is None:
                 continue
             content, truncated = _drop_truncated_tail(content)
@@ -90,6 +91,23 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
         raise UserError(f"no records found below {input_dir}{hint}; point --input-dir at a "
                         "folder holding <run>/results.jsonl files")
     return SweepRecords(records, swad, stats, {run.run_id for run, _ in read if run.has_search})
+
+
+def _read_chunk(paths: list[str]) -> list[bytes | None]:
+    return [_read_file(path) for path in paths]
+
+
+def _contents(paths: list[str], chunk: int = 256, ahead: int = 2):
+    """Each file's bytes (None: unreadable), in order; another thread reads a few chunks
+    ahead (its system calls release the GIL, so they overlap the caller's work)."""
+    chunks = [paths[start:start + chunk] for start in range(0, len(paths), chunk)]
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = deque(reader.submit(_read_chunk, c) for c in chunks[:ahead])
+        for index in range(ahead, len(chunks) + ahead):
+            contents = pending.popleft().result()
+            if index < len(chunks):
+                pending.append(reader.submit(_read_chunk, chunks[index]))
+            yield from contents
 
 
 CATEGORY_COLUMNS = ("run_id", "job_id", "dataset", "algorithm", "test_envs")
