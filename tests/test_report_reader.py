@@ -105,3 +105,16 @@ def test_cutting_shared_prefixes_reads_the_same_records(tmp_path, monkeypatch):
         pd.testing.assert_frame_equal(a.swad, b.swad, check_exact=True)
         assert a.stats == b.stats
     assert fast[0].stats["malformed_lines"] == 6
+
+
+def test_files_read_ahead_come_back_in_order_and_unreadable_ones_as_none(tmp_path):
+    from ddg_sweep.report.records import _contents
+
+    paths = []
+    for index in range(23):
+        path = tmp_path / f"f{index}"
+        if index != 7:
+            path.write_bytes(b"x" * index * 9000)  # some past os.read's first 64 kB
+        paths.append(str(path))
+    got = list(_contents(paths, chunk=4, ahead=2))
+    assert got == [None if i == 7 else b"x" * i * 9000 for i in range(23)]
