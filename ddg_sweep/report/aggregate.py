@@ -96,8 +96,9 @@ def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_s
     from ddg_sweep.report.tables import render_domainbed_text
 
     sweep = read_records(input_dir, include_unfinished=include_unfinished, include_stopped=include_stopped)
-    records, search_rows = tag_search_runs(sweep.records, input_dir)  # a search's runs: rows of their own
-    swad, _ = tag_search_runs(sweep.swad, input_dir)
+    # a search's runs: rows of their own
+    records, search_rows = tag_search_runs(sweep.records, input_dir, sweep.searched)
+    swad, _ = tag_search_runs(sweep.swad, input_dir, sweep.searched)
     trials = search_trials(input_dir)
     datasets = pd.concat([records[["dataset", "n_envs"]]] + (
         [swad[["dataset", "n_envs"]]] if len(swad) else []))

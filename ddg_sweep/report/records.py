@@ -7,6 +7,7 @@ parse of the runs' first lines (`headers.py`), so no Python code runs per record
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ class SweepRecords:
     records: pd.DataFrame  # one row per record, see docs/report.md
     swad: pd.DataFrame  # one row per run with a swad.json
     stats: dict = field(default_factory=dict)
+    searched: set = field(default_factory=set)  # run ids whose folder holds a search.json
 
 
 def read_records(input_dir, include_unfinished: bool = False, include_stopped: bool = False) -> SweepRecords:
@@ -54,9 +56,9 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
     # Reading the next files overlaps pyarrow's parse of the last batch (it releases the GIL).
     read, batches, pending = [], [], []
     batch = Batch()
+    paths = [os.path.join(run.path, RESULTS_FILE) for run in runs]
     with ThreadPoolExecutor(max_workers=1) as parser:
-        for run in runs:
-            content = _read_file(os.path.join(run.path, RESULTS_FILE))
+        for run, content in zip(runs, _contents(paths)):
             if content is None:
                 continue
             content, truncated = _drop_truncated_tail(content)
@@ -64,7 +66,7 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
             first_line = _first_line(content)
             if first_line is None:
                 continue
-            batch.add(content, len(read), _env_count_of_line(first_line))
+            batch.add(content, len(read), _env_count_of_line(first_line), first_line)
             read.append((run, first_line))  # not the content: a 1M-record sweep holds 1.3 GB of it
             if batch.size >= BATCH_BYTES:
                 batches.append(batch)
@@ -88,7 +90,24 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
                 if stats["unfinished_runs_skipped"] else "")
         raise UserError(f"no records found below {input_dir}{hint}; point --input-dir at a "
                         "folder holding <run>/results.jsonl files")
-    return SweepRecords(records, swad, stats)
+    return SweepRecords(records, swad, stats, {run.run_id for run, _ in read if run.has_search})
+
+
+def _read_chunk(paths: list[str]) -> list[bytes | None]:
+    return [_read_file(path) for path in paths]
+
+
+def _contents(paths: list[str], chunk: int = 256, ahead: int = 2):
+    """Each file's bytes (None: unreadable), in order; another thread reads a few chunks
+    ahead (its system calls release the GIL, so they overlap the caller's work)."""
+    chunks = [paths[start:start + chunk] for start in range(0, len(paths), chunk)]
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = deque(reader.submit(_read_chunk, c) for c in chunks[:ahead])
+        for index in range(ahead, len(chunks) + ahead):
+            contents = pending.popleft().result()
+            if index < len(chunks):
+                pending.append(reader.submit(_read_chunk, chunks[index]))
+            yield from contents
 
 
 CATEGORY_COLUMNS = ("run_id", "job_id", "dataset", "algorithm", "test_envs")

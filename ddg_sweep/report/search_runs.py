@@ -35,26 +35,37 @@ def _header(input_dir: Path, run_id: str) -> dict | None:
     return header if isinstance(header, dict) and "search_id" in header else None
 
 
-def tag_search_runs(frame: pd.DataFrame, input_dir) -> tuple[pd.DataFrame, dict]:
-    """(frame with the search columns and search runs' algorithm relabelled, {row label: its search})."""
+def tag_search_runs(frame: pd.DataFrame, input_dir, searched=None) -> tuple[pd.DataFrame, dict]:
+    """(frame with the search columns and search runs' algorithm relabelled, {row label: its search}).
+
+    `searched`: the run ids whose folder holds a search.json (the sweep's listing knows them);
+    None: look in every run's folder. Work is per run, not per record."""
     if not len(frame):
         return frame, {}
-    run_ids = frame["run_id"].astype(str)
-    headers = {run: _header(input_dir, run) for run in run_ids.unique()}
-    headers = {run: h for run, h in headers.items() if h}
-    frame = frame.copy()
+    codes, runs = pd.factorize(frame["run_id"])
+    runs = [str(run) for run in runs]
+    candidates = runs if searched is None else [run for run in runs if run in searched]
+    headers = {run: h for run, h in ((run, _header(input_dir, run)) for run in candidates) if h}
+    columns = {}
     for column, key, empty in (("search", "label", ""), ("search_id", "search_id", ""),
-                               ("search_metric", "metric", ""), ("search_trial", "trial", -1)):
-        frame[column] = run_ids.map(lambda run: headers[run][key] if run in headers else empty)
-    frame["search_trial"] = frame["search_trial"].astype("int64")
+                               ("search_metric", "metric", "")):
+        per_run = np.array([headers[run][key] if run in headers else empty for run in runs], dtype=object)
+        columns[column] = pd.array(per_run[codes], dtype="str")
+    trials = pd.Series([headers[run]["trial"] if run in headers else -1 for run in runs], dtype=object)
+    columns["search_trial"] = trials.astype("int64").to_numpy()[codes]
+    frame = frame.assign(**columns)
     rows = {}
     if headers:
-        algorithms = frame["algorithm"].astype(str)
-        labels = [row_label(alg, headers[run]) if run in headers else alg for alg, run in zip(algorithms, run_ids)]
+        firsts = np.unique(codes, return_index=True)[1]  # codes count runs in order of appearance
+        position = {run: index for index, run in enumerate(runs)}
+        algorithms = frame["algorithm"].astype(str).to_numpy()
+        per_run = [row_label(algorithms[first], headers[run]) if run in headers else algorithms[first]
+                   for run, first in zip(runs, firsts)]
+        labels = np.array(per_run, dtype=object)[codes].tolist()
         frame["algorithm"] = pd.Categorical(labels) if isinstance(frame["algorithm"].dtype, pd.CategoricalDtype) \
             else labels
         for run, header in headers.items():
-            label = row_label(str(algorithms[run_ids == run].iloc[0]), header)
+            label = row_label(algorithms[firsts[position[run]]], header)
             rows[label] = {"search": header["label"], "searcher": header["searcher"], "metric": header["metric"]}
     return frame, rows
 
