@@ -285,7 +285,7 @@ def test_driver_killed_before_any_job_finished_resumes_every_job(tmp_path, ray_r
 def test_driver_killed_with_jobs_done_and_running_then_during_aggregation(tmp_path, ray_root):
     out = tmp_path / "OUT"
     args = ["full-benchmark", "--preset", "demo", "--algorithms", "ERM", "DDG", "--test-envs", "0",
-            "--trial-seeds", "0", "--output-dir", out, *RAY]
+            "--trial-seeds", "0", "--steps", "48", "--output-dir", out, *RAY]  # DDG's Stage II from step 30
     env = {"RAY_TMPDIR": ray_root}
     driver = start(args, tmp_path / "first.log", env)
 
