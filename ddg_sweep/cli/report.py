@@ -26,6 +26,9 @@ def register(subparsers) -> None:
                            help="also read runs without a `done` file")
     aggregate.add_argument("--include-stopped", action="store_true",
                            help="also read the runs a search's ASHA stopped early (tagged `stopped`)")
+    aggregate.add_argument("--no-cache", action="store_true",
+                           help="parse every run, neither reading nor writing OUTPUT_DIR/.parsed, the "
+                                "cache of parsed runs a re-aggregate takes unchanged runs from")
     aggregate.set_defaults(func=run_aggregate)
 
     tables = subparsers.add_parser(
@@ -59,12 +62,17 @@ def run_aggregate(args) -> int:
     from ddg_sweep.report.aggregate import aggregate
 
     summary = aggregate(args.input_dir, args.output_dir, include_unfinished=args.include_unfinished,
-                        include_stopped=args.include_stopped)
+                        include_stopped=args.include_stopped, cache=not args.no_cache)
+    if summary.get("parse_cache_note"):
+        print(f"note: {summary['parse_cache_note']}")
+    cache = summary.get("parse_cache")
     print(f"records read: {summary['total_records']}  runs: {summary['runs']}  "
           f"unfinished runs skipped: {summary['unfinished_runs_skipped']}  "
           f"malformed lines skipped: {summary['malformed_lines']}"
           + (f"  malformed swad.json: {summary['malformed_swad']}"
-             if summary["malformed_swad"] else ""))
+             if summary["malformed_swad"] else "")
+          + (f"  runs parsed: {cache['runs_parsed']}  reused from the cache: {cache['runs_reused']}"
+             if cache else "  runs parsed: all (--no-cache)"))
     print(f"wrote {args.output_dir}/records.parquet, table.parquet, tables.txt")
     return 0
 

@@ -90,12 +90,15 @@ def select_all(records: pd.DataFrame, swad: pd.DataFrame) -> pd.DataFrame:
     return selected.astype({"step": "int64", "tied_runs": "int64", "tie_decided": "bool"})
 
 
-def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False) -> dict:
-    """Aggregate a sweep folder into `output_dir`; returns the summary dict."""
+def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False,
+              cache: bool = True) -> dict:
+    """Aggregate a sweep folder into `output_dir`; returns the summary dict. `cache`: use and
+    update the cache of parsed runs in `output_dir`/.parsed (parse_cache.py)."""
     from ddg_sweep.report.search_runs import SEARCH_TRIALS_FILE, search_trials, tag_search_runs, visible
     from ddg_sweep.report.tables import render_domainbed_text
 
-    sweep = read_records(input_dir, include_unfinished=include_unfinished, include_stopped=include_stopped)
+    sweep = read_records(input_dir, include_unfinished=include_unfinished, include_stopped=include_stopped,
+                         cache_dir=output_dir if cache else None)
     # a search's runs: rows of their own
     records, search_rows = tag_search_runs(sweep.records, input_dir, sweep.searched)
     swad, _ = tag_search_runs(sweep.swad, input_dir, sweep.searched)
@@ -120,6 +123,8 @@ def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_s
         "selections": [k for k in SELECTION_ORDER if k in set(table["selection"])],
         "search_rows": search_rows,
         "search_trials": int(len(trials)),
+        # runs_parsed / runs_reused: this aggregate's work, not the sweep's (absent: --no-cache)
+        **({"parse_cache": {k: v for k, v in sweep.cache.items() if k != "note"}} if sweep.cache else {}),
     }
     output_dir = Path(output_dir)
     files.atomic_write_parquet(output_dir / files.RECORDS_FILE, records)
@@ -134,4 +139,4 @@ def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_s
     files.atomic_write_text(output_dir / files.SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     files.atomic_write_text(output_dir / files.TEXT_TABLES_FILE,  # protocol rows only, as `tables`
                             render_domainbed_text(table, visible(summary, include_search=False)))
-    return summary
+    return {**summary, "parse_cache_note": sweep.cache["note"]} if sweep.cache else summary

@@ -4,8 +4,8 @@ Each batch joins several runs' file contents and parses them in one call with
 an explicit schema (unknown fields ignored): the per-checkpoint numbers, each
 record's `job_id` and the `args` a run is grouped by; rows map back to runs by
 line counts. If that fails, or the counts disagree, every line is tagged with its
-run's index (one `bytes.replace` per file) and the batch is retried file by
-file, then line by line; the lines that still fail are dropped and counted.
+run's index (one `bytes.replace` per file) and the batch is parsed again file by
+file, then line by line (a file that needs this is *dirty*); the lines that still fail are dropped and counted.
 
 Parsing less: every line of a run repeats the same `args` and `hparams` (two
 thirds of a DomainBed line). When a file's first line starts with them as flat
@@ -26,6 +26,10 @@ import pyarrow.json as pa_json
 
 RUN_TAG = "__run"
 BATCH_BYTES = 32 << 20
+# Every batch parses at least this many environments' columns, so that a run's rows do not
+# depend on which runs share its batch (the parse cache reuses them one run at a time); the
+# aggregate drops the columns past the sweep's widest first line.
+ENV_FLOOR = 8
 RECORD_FLOAT_FIELDS = ("step", "epoch", "loss", "step_time", "loss_diff", "loss_align")
 RECORD_STRING_FIELDS = ("stage", "job_id")
 # The `args` fields a run row needs (docs/report.md); the others are not parsed.
@@ -60,23 +64,6 @@ def _parse_lines_one_by_one(buffer: bytes, schema: pa.Schema) -> tuple[list[pa.T
             tables.append(_parse(line + b"\n", schema))
         except (pa.ArrowInvalid, ValueError):
             bad += 1
-    return tables, bad
-
-
-def _parse_batch(chunks: list[bytes], schema: pa.Schema) -> tuple[list[pa.Table], int]:
-    """Parse tagged file contents; returns tables and the number of lines dropped."""
-    try:
-        return [_parse(b"".join(chunks), schema)], 0
-    except (pa.ArrowInvalid, ValueError):
-        pass
-    tables, bad = [], 0
-    for chunk in chunks:
-        try:
-            tables.append(_parse(chunk, schema))
-        except (pa.ArrowInvalid, ValueError):
-            chunk_tables, chunk_bad = _parse_lines_one_by_one(chunk, schema)
-            tables += chunk_tables
-            bad += chunk_bad
     return tables, bad
 
 
@@ -163,6 +150,7 @@ class Batch:
         self.size, self.n_envs = 0, 0
         self.fell_back = False  # True: some line was malformed, rows no longer follow lines
         self.dropped = 0
+        self.dirty, self.dropped_by_run = set(), {}  # per run index: its file needed the careful path
 
     def add(self, content: bytes, run_index: int, n_envs: int, first_line: bytes = b"") -> None:
         content, prefix, rows = (strip_shared(content, first_line) if first_line
@@ -191,7 +179,7 @@ class Batch:
     def parse(self) -> pa.Table:
         """The batch's records; `self.dropped` counts the malformed lines left out (the
         caller adds it to its stats, so the parse can run in another thread)."""
-        schema = record_schema(self.n_envs)
+        schema = record_schema(max(self.n_envs, ENV_FLOOR))
         try:
             table = _parse(b"".join(self.contents), schema)
             if table.num_rows == sum(self.row_counts):
@@ -200,11 +188,28 @@ class Batch:
                 return self._shared_args(table).set_column(0, RUN_TAG, pa.array(runs))
         except (pa.ArrowInvalid, ValueError):
             pass
-        # Some line is malformed (or blank-ish): tag each line with its run and retry.
+        # Some line is malformed (or blank-ish): tag each line with its run and parse file by
+        # file (then line by line); a file that fails or yields other rows than lines is dirty.
         self.fell_back = True
-        tagged = [_tagged(restore_shared(c, head, prefix), i) for c, head, prefix, i
-                  in zip(self.contents, self.heads, self.prefixes, self.run_indices)]
-        batch_tables, bad = _parse_batch(tagged, schema)
+        tables = []
+        for content, head, prefix, run, rows in zip(self.contents, self.heads, self.prefixes,
+                                                     self.run_indices, self.row_counts):
+            tagged = _tagged(restore_shared(content, head, prefix), run)
+            try:
+                chunk_tables, bad = [_parse(tagged, schema)], 0
+            except (pa.ArrowInvalid, ValueError):
+                chunk_tables, bad = _parse_lines_one_by_one(tagged, schema)
+                self.dirty.add(run)
+            for table in chunk_tables:  # a line not starting with `{` got no tag: it is the run's
+                untagged = table.column(RUN_TAG).null_count
+                if untagged:
+                    table = table.filter(table.column(RUN_TAG).is_valid())
+                    bad += untagged
+                tables.append(table)
+            if sum(t.num_rows for t in chunk_tables) != rows:
+                self.dirty.add(run)
+            if bad:
+                self.dropped_by_run[run] = bad
+                self.dropped += bad
         self.contents = []
-        self.dropped = bad
-        return pa.concat_tables(batch_tables) if batch_tables else schema.empty_table()
+        return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -7,8 +7,6 @@ parse of the runs' first lines (`headers.py`), so no Python code runs per record
 from __future__ import annotations
 
 import os
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +19,10 @@ from ddg_sweep.errors import UserError
 from ddg_sweep.provenance import read_provenance
 from ddg_sweep.report.derived import add_selection_columns
 from ddg_sweep.report.headers import hparams_frame, hparams_of_lines
-from ddg_sweep.report.jsonl import BATCH_BYTES, RUN_TAG, Batch
+from ddg_sweep.report.jsonl import ENV_FLOOR, RUN_TAG
+from ddg_sweep.report.parse_cache import ParseCache
+from ddg_sweep.report.parsing import _contents  # noqa: F401  (tests read files through it)
+from ddg_sweep.report.parsing import parse_runs as _parse_runs
 from ddg_sweep.report.runfiles import (ENV_KEY, RESULTS_FILE, RunFile, _drop_truncated_tail,
                                        _env_count_of_line, _first_good_line, _first_line,
                                        _read_file, find_runs)
@@ -36,15 +37,19 @@ class SweepRecords:
     swad: pd.DataFrame  # one row per run with a swad.json
     stats: dict = field(default_factory=dict)
     searched: set = field(default_factory=set)  # run ids whose folder holds a search.json
+    cache: dict | None = None  # runs parsed / reused, a note on the cache (None: no cache)
 
 
-def read_records(input_dir, include_unfinished: bool = False, include_stopped: bool = False) -> SweepRecords:
+def read_records(input_dir, include_unfinished: bool = False, include_stopped: bool = False,
+                 cache_dir=None) -> SweepRecords:
     """Read a sweep; raises UserError when the folder is missing or holds no records. Unfinished runs
-    (a search's stopped ones among them) are left out unless asked for."""
+    (a search's stopped ones among them) are left out unless asked for. `cache_dir`: an aggregate
+    folder whose cache of parsed runs is used and updated (parse_cache.py)."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise UserError(f"input folder {input_dir} does not exist; pass --input-dir the sweep's "
                         "output folder (the one holding runs/ or the run folders)")
+    cache = ParseCache(cache_dir) if cache_dir is not None else None
     runs = find_runs(input_dir)
     stats = {"runs_found": len(runs), "unfinished_runs": sum(not r.finished for r in runs),
              "unfinished_runs_skipped": 0, "malformed_lines": 0, "malformed_swad": 0}
@@ -52,34 +57,18 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
     if not include_unfinished:
         runs = [run for run in runs if run.finished or (include_stopped and run.stopped)]
         stats["unfinished_runs_skipped"] = stats["runs_found"] - len(runs)
-
-    # Reading the next files overlaps pyarrow's parse of the last batch (it releases the GIL).
-    read, batches, pending = [], [], []
-    batch = Batch()
-    paths = [os.path.join(run.path, RESULTS_FILE) for run in runs]
-    with ThreadPoolExecutor(max_workers=1) as parser:
-        for run, content in zip(runs, _contents(paths)):
-            if content is None:
-                continue
-            content, truncated = _drop_truncated_tail(content)
-            stats["malformed_lines"] += truncated
-            first_line = _first_line(content)
-            if first_line is None:
-                continue
-            batch.add(content, len(read), _env_count_of_line(first_line), first_line)
-            read.append((run, first_line))  # not the content: a 1M-record sweep holds 1.3 GB of it
-            if batch.size >= BATCH_BYTES:
-                batches.append(batch)
-                pending.append(parser.submit(batch.parse))
-                batch = Batch()
-        if batch.contents:
-            batches.append(batch)
-            pending.append(parser.submit(batch.parse))
-        tables = [future.result() for future in pending]
-    careful = any(b.fell_back for b in batches)
-    stats["malformed_lines"] += sum(b.dropped for b in batches)
-
-    records, runs_frame = _assemble(tables, read, careful, stats)
+    parse = _parse_runs(runs, cache, stats)
+    if cache is not None and parse.widest > ENV_FLOOR and parse.reused:
+        # rows cached at ENV_FLOOR's width may lack this sweep's wider columns: parse all
+        cache.entries, cache.note = {}, f"a dataset with over {ENV_FLOOR} environments: parsing every run"
+        stats = {**stats, "malformed_lines": 0}
+        parse = _parse_runs(runs, cache, stats)
+    read = parse.read
+    if cache is not None and parse.changed and parse.widest <= ENV_FLOOR:
+        cache.save(parse.entries, parse.table)
+    table = parse.table.drop_columns([c for c in parse.table.column_names if ENV_KEY.match(c)
+                                      and int(ENV_KEY.match(c).group(1)) >= parse.widest])
+    records, runs_frame = _assemble(table, read, parse.careful, stats)
     swad = read_swad([read[i][0] for i in runs_frame.index] if len(runs_frame) else [],
                      runs_frame, stats)
     stats["records"] = len(records)
@@ -90,24 +79,10 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
                 if stats["unfinished_runs_skipped"] else "")
         raise UserError(f"no records found below {input_dir}{hint}; point --input-dir at a "
                         "folder holding <run>/results.jsonl files")
-    return SweepRecords(records, swad, stats, {run.run_id for run, _ in read if run.has_search})
-
-
-def _read_chunk(paths: list[str]) -> list[bytes | None]:
-    return [_read_file(path) for path in paths]
-
-
-def _contents(paths: list[str], chunk: int = 256, ahead: int = 2):
-    """Each file's bytes (None: unreadable), in order; another thread reads a few chunks
-    ahead (its system calls release the GIL, so they overlap the caller's work)."""
-    chunks = [paths[start:start + chunk] for start in range(0, len(paths), chunk)]
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = deque(reader.submit(_read_chunk, c) for c in chunks[:ahead])
-        for index in range(ahead, len(chunks) + ahead):
-            contents = pending.popleft().result()
-            if index < len(chunks):
-                pending.append(reader.submit(_read_chunk, chunks[index]))
-            yield from contents
+    cache_info = {"runs_parsed": parse.parsed, "runs_reused": parse.reused,
+                  "note": cache.note if cache is not None else None} if cache is not None else None
+    return SweepRecords(records, swad, stats, {run.run_id for run, _ in read if run.has_search},
+                        cache_info)
 
 
 CATEGORY_COLUMNS = ("run_id", "job_id", "dataset", "algorithm", "test_envs")
@@ -191,10 +166,9 @@ def _hparams_of(run: RunFile) -> dict:
     return hparams if isinstance(hparams, dict) else {}
 
 
-def _assemble(tables, read, careful: bool, stats) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if not tables:
+def _assemble(table: pa.Table, read, careful: bool, stats) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not len(table):
         return pd.DataFrame(), pd.DataFrame()
-    table = pa.concat_tables(tables, promote_options="default")
     tags = table.column(RUN_TAG).to_numpy(zero_copy_only=False)
     valid = _valid_rows(table)
     stats["malformed_lines"] += int(len(table) - pc.sum(valid).as_py() if len(table) else 0)
