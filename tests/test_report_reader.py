@@ -108,7 +108,7 @@ def test_cutting_shared_prefixes_reads_the_same_records(tmp_path, monkeypatch):
 
 
 def test_files_read_ahead_come_back_in_order_and_unreadable_ones_as_none(tmp_path):
-    from ddg_sweep.report.records import _contents
+    from ddg_sweep.report.parsing import _contents
 
     paths = []
     for index in range(23):

@@ -21,11 +21,9 @@ from ddg_sweep.report.derived import add_selection_columns
 from ddg_sweep.report.headers import hparams_frame, hparams_of_lines
 from ddg_sweep.report.jsonl import ENV_FLOOR, RUN_TAG
 from ddg_sweep.report.parse_cache import ParseCache
-from ddg_sweep.report.parsing import _contents  # noqa: F401  (tests read files through it)
 from ddg_sweep.report.parsing import parse_runs as _parse_runs
 from ddg_sweep.report.runfiles import (ENV_KEY, RESULTS_FILE, RunFile, _drop_truncated_tail,
-                                       _env_count_of_line, _first_good_line, _first_line,
-                                       _read_file, find_runs)
+                                       _first_good_line, _read_file, find_runs)
 from ddg_sweep.report.swad_runs import read_swad
 
 
