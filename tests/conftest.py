@@ -84,3 +84,4 @@ def pytest_configure(config):
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+

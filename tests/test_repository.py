@@ -43,3 +43,17 @@ def test_domainbed_fixture_is_in_the_repository():
     readme = (FIXTURE / "README.md").read_text()
     assert "facebookresearch/DomainBed" in readme and "b93c22a" in readme
     assert (FIXTURE / "expected.txt").read_text().count("Dataset: VLCS, model selection method") == 3
+
+
+def test_a_module_with_a_shared_fixture_runs_on_one_xdist_worker():
+    """The suite's time depends on it: conftest's xdist_group marks must reach xdist's scheduler
+    (they do not under pytest 9 with pytest-xdist 3.8, hence the pin in pyproject.toml)."""
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
+                           "-p", "no:cacheprovider", "tests/test_tiny_teachers.py", "-k", "synthetic or looks or seeded"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    passed = re.findall(r"\[(gw\d)\].* PASSED (\S+)", proc.stdout)
+    assert len(passed) == 3, proc.stdout[-2000:]
+    assert all(nodeid.endswith("@test_tiny_teachers") for _, nodeid in passed), passed
+    assert len({worker for worker, _ in passed}) == 1, passed
