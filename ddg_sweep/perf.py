@@ -94,7 +94,10 @@ def check_compiled_unet(sd_teacher, x_t, t, tokens, compiled_eps, n_samples: int
     `n_samples` of a batch it just ran; raises CompiledUNetMismatch above tolerance.
 
     Every UNet operation is per sample, so those samples' gradient rows equal an eager call
-    on them alone: the check costs one extra backward and a small eager pass, not a compile.
+    on them alone. The compiled gradient comes from one more compiled pass on a detached copy of
+    the same batch (same shapes: no recompile), never from the step's own graph: AOTAutograd may
+    donate that backward's buffers (torch 2.13 does, depending on what compiled before), and a
+    donating backward refuses retain_graph. Cost, once per run: that pass and a small eager one.
     """
     import torch
 
@@ -102,7 +105,9 @@ def check_compiled_unet(sd_teacher, x_t, t, tokens, compiled_eps, n_samples: int
     unet = sd_teacher.unet
     weights = torch.randn(compiled_eps[:k].shape, generator=torch.Generator().manual_seed(0))
     weights = weights.to(compiled_eps.device, compiled_eps.dtype)
-    (compiled_grad,) = torch.autograd.grad(compiled_eps[:k], tokens, weights, retain_graph=True)
+    again = tokens.detach().requires_grad_(True)
+    compiled_again = sd_teacher.compiled_unet(x_t, t, encoder_hidden_states=again.to(unet.dtype)).sample
+    (compiled_grad,) = torch.autograd.grad(compiled_again[:k], again, weights)
     probe = tokens[:k].detach().requires_grad_(True)
     eager_eps = unet(x_t[:k], t[:k], encoder_hidden_states=probe.to(unet.dtype)).sample
     (eager_grad,) = torch.autograd.grad(eager_eps, probe, weights)

@@ -3,6 +3,8 @@ import json
 
 import pytest
 import torch
+import torch._functorch.config
+import torch._inductor.config
 
 from conftest import run_cli
 from ddg_sweep.bench import build_ddg, random_minibatches
@@ -64,7 +66,11 @@ def _one_step(options: StepOptions, n_noise: int = 1):
 
 @pytest.mark.parametrize("switch", ["sdpa", "latents_once", "batched_guidance", "unet_checkpointing", "all",
                                     pytest.param("compile_unet", marks=pytest.mark.slow)])  # ~80 s cold compile
-def test_optimised_step_matches_the_plain_fp32_step(switch):
+def test_optimised_step_matches_the_plain_fp32_step(switch, monkeypatch, tmp_path):
+    if switch == "compile_unet":  # a fresh build, as on a new machine: no Inductor or AOTAutograd cache
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+        monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
+        monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
     plain = StepOptions.plain()
     optimised = StepOptions() if switch == "all" else dataclasses.replace(plain, **{switch: True})
     n_noise = 2 if switch in ("latents_once", "all") else 1
