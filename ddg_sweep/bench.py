@@ -32,7 +32,7 @@ def device_peak_tflops(device: torch.device) -> float | None:
 
 
 def build_ddg(models: str, device: torch.device, batch_size: int, sd_resolution: int,
-              options: StepOptions, components: dict | None = None):
+              options: StepOptions, components: dict | None = None, guidance_form: str = "prediction"):
     """A DDG algorithm whose Stage I is step 0 and Stage II every step from 1."""
     from ddg_sweep.algorithms.base import RunContext
     from ddg_sweep.algorithms.ddg import DDG
@@ -42,7 +42,8 @@ def build_ddg(models: str, device: torch.device, batch_size: int, sd_resolution:
     dataset = "DemoDigits" if models == "tiny" else "PACS"
     family = "tiny" if models == "tiny" else "paper"
     hparams = resolve_hparams("DDG", dataset, models=family, overrides={
-        "batch_size": batch_size, "sd_resolution": sd_resolution, "stage1_steps": 1, "swad_start": 1})
+        "batch_size": batch_size, "sd_resolution": sd_resolution, "stage1_steps": 1, "swad_start": 1,
+        "guidance_form": guidance_form})
     if models == "tiny":
         paths = resolve_model_paths("DDG", hparams)
         class_names, env_names = [f"digit {d}" for d in range(10)], ["clean", "inverted", "sketch", "noisy"]
@@ -104,20 +105,21 @@ def time_update(algorithm, minibatches, step: int, warmup: int, iters: int) -> d
 
 
 def unet_pass_inputs(algorithm, n_images: int, seed: int = 0):
-    """x_t, t, a differentiable conditioning, per-sample negatives and the noise, at the run's latent size."""
+    """x_t, t, a differentiable conditioning, per-sample negatives, the noise and labels, at the run's latent size."""
     teacher, device = algorithm.sd_teacher, algorithm.device
     side = algorithm.hparams["sd_resolution"] // 8
     generator = torch.Generator().manual_seed(seed)
     x_t = torch.randn(n_images, teacher.unet.config.in_channels, side, side, generator=generator).to(device)
     t = torch.randint(0, 1000, (n_images,), generator=generator).to(device)
-    cond = algorithm.class_tokens[torch.arange(n_images, device=device) % len(algorithm.class_tokens)]
+    labels = torch.arange(n_images, device=device) % len(algorithm.class_tokens)
+    cond = algorithm.class_tokens[labels]
     neg = algorithm.negative_tokens[torch.arange(n_images, device=device) % len(algorithm.negative_tokens)]
     eps = torch.randn(x_t.shape, generator=generator).to(device)
-    return x_t, t, cond.clone().requires_grad_(True), neg, eps
+    return x_t, t, cond.clone().requires_grad_(True), neg, eps, labels
 
 
 def unet_pass(algorithm, inputs) -> None:
-    """Stage II's UNet work as the step runs it: both guidance passes forward, backward into
+    """Stage II's UNet work as the step runs it: the guidance passes forward, backward into
     the conditioning (in micro-batches when the options say so)."""
     algorithm.unet_loss(*inputs).backward()
 
@@ -149,20 +151,21 @@ def measure_unet_pass(algorithm, n_images: int, warmup: int, iters: int, peak_tf
 
 def run_benchmark(models: str = "tiny", device: str = "cpu", batch_size: int = 32, n_domains: int = 3,
                   sd_resolution: int | None = None, options: StepOptions | None = None, warmup: int = 2,
-                  iters: int = 5, peak_tflops: float | None = None, components: dict | None = None) -> dict:
+                  iters: int = 5, peak_tflops: float | None = None, components: dict | None = None,
+                  guidance_form: str = "prediction") -> dict:
     options = options or StepOptions()
     torch_device = torch.device(device)
     sd_resolution = sd_resolution or (32 if models == "tiny" else 512)
     torch.manual_seed(0)
     if models == "paper-arch" and components is None:
         components = paper_arch_components()
-    algorithm = build_ddg(models, torch_device, batch_size, sd_resolution, options, components)
+    algorithm = build_ddg(models, torch_device, batch_size, sd_resolution, options, components, guidance_form)
     minibatches = random_minibatches(algorithm, batch_size, n_domains, torch_device)
     peak = peak_tflops or device_peak_tflops(torch_device)
     result = {
         "device": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu",
         "models": models, "batch_per_domain": batch_size, "n_domains": n_domains,
-        "sd_resolution": sd_resolution, "options": dataclasses.asdict(options),
+        "sd_resolution": sd_resolution, "options": dataclasses.asdict(options), "guidance_form": guidance_form,
         "stage1": time_update(algorithm, minibatches, 0, warmup, iters),
         "stage2": time_update(algorithm, minibatches, 1, warmup, iters),
         "unet_pass": measure_unet_pass(algorithm, batch_size * n_domains * algorithm.hparams["n_noise"],

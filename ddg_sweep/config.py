@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from ddg_sweep.data.catalog import check_test_envs, get_dataset_spec
 from ddg_sweep.errors import UserError
-from ddg_sweep.hparams import check_algorithm, check_hparams
+from ddg_sweep.hparams import check_algorithm, check_hparams, identity_hparams
 
 
 @dataclass
@@ -29,6 +29,7 @@ class RunConfig:
     sd_path: str | None = None
     device: str = "auto"
     num_workers: int | None = None
+    eval_all_splits: bool = False  # evaluate training envs' in splits at every checkpoint (evaluate.py)
     extra_args: dict = field(default_factory=dict)  # e.g. job_id, written into records' args
 
     def __post_init__(self):
@@ -64,7 +65,7 @@ class RunConfig:
             "dataset": self.dataset, "algorithm": self.algorithm, "test_envs": list(self.test_envs),
             "steps": self.steps, "checkpoint_freq": self.checkpoint_freq,
             "trial_seed": self.trial_seed, "hparams_seed": self.hparams_seed, "seed": self.seed,
-            "holdout_fraction": self.holdout_fraction, "hparams": self.hparams,
+            "holdout_fraction": self.holdout_fraction, "hparams": identity_hparams(self.hparams),
         }
 
     def args_record(self) -> dict:

@@ -19,6 +19,7 @@ ALGORITHMS = ("ERM", "VL2V", "DDG")
 MODEL_FAMILIES = ("tiny", "paper")
 BACKBONES = ("clip_vit-b16", "vit-base", "resnet50")
 ALIGNED = ("VL2V", "DDG")  # algorithms with the CLIP teacher, its alignment loss and two stages
+GUIDANCE_FORMS = ("prediction", "target", "interpolate")  # DDG's L_diff forms (algorithms/losses.py)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,12 @@ REGISTRY: tuple[HParam, ...] = (
     HParam("swad_tolerance_ratio", _ALL, _const(0.3), check=_non_negative,
            help="SWAD: the valley ends once the loss exceeds (1 + ratio) x its converged level"),
     HParam("cfg_scale", ("DDG",), _const(3.0), lambda r: float(r.uniform(1.0, 7.5)), _non_negative,
-           "domain-debiasing guidance scale w (1 = plain diffusion distillation)"),
+           "domain-debiasing guidance scale w, diffusers' convention (1 = plain diffusion distillation; "
+           "the other convention's eps_c + w (eps_c - eps_neg) is `prediction` at w + 1)"),
+    HParam("guidance_form", ("DDG",), _const("prediction"), check=_one_of(*GUIDANCE_FORMS),
+           help="how the guidance enters L_diff (docs/method.md): prediction (the literal CFG loss, the "
+                "paper's reading), target (a stop-gradient guided target; one more no-grad UNet pass) or "
+                "interpolate (the student's branch divided by w)"),
     HParam("negative", ("DDG",), _const("domain"), check=_one_of("domain", "null"),
            help="guidance negative: the source domain's style prompt, or the empty prompt"),
     HParam("conditioning", ("DDG",), _const("probs"), check=_one_of("probs", "projected"),
@@ -139,6 +145,16 @@ REGISTRY: tuple[HParam, ...] = (
     HParam("n_noise", ("DDG",), _const(1), check=_positive, help="noise draws per image"),
 )
 BY_NAME = {h.name: h for h in REGISTRY}
+
+# Hparams added after PROTOCOL_VERSION 2, with the value at which a run computes exactly what
+# runs computed before the hparam existed. At that value it is left out of a job's identity,
+# so earlier sweeps' job ids, finished runs and checkpoints stay valid.
+ADDED_LATER = {"guidance_form": "prediction"}
+
+
+def identity_hparams(hparams: dict) -> dict:
+    """The hparams a job id and a run's identity hash (see ADDED_LATER)."""
+    return {k: v for k, v in hparams.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
 
 def default_models(dataset: str) -> str:
@@ -199,6 +215,9 @@ def check_hparams(hparams: dict, steps: int | None = None) -> None:
             problem = BY_NAME[name].check(value)
             if problem:
                 raise UserError(f"hyperparameter {name}={value!r} {problem}")
+    if hparams.get("guidance_form") == "interpolate" and hparams.get("cfg_scale", 1.0) <= 0:
+        raise UserError(f"cfg_scale={hparams['cfg_scale']} with guidance_form=interpolate divides by w; "
+                        "pass --cfg-scale > 0")
     if hparams.get("t_min", 0) > hparams.get("t_max", 999):
         raise UserError(f"t_min={hparams['t_min']} is above t_max={hparams['t_max']}; pass --t-min <= --t-max")
     if steps is not None:

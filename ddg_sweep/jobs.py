@@ -20,7 +20,7 @@ from ddg_sweep import PROTOCOL_VERSION
 from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import check_test_envs, get_dataset_spec
 from ddg_sweep.errors import UserError
-from ddg_sweep.hparams import check_hparams, resolve_hparams, resolve_step
+from ddg_sweep.hparams import check_hparams, identity_hparams, resolve_hparams, resolve_step
 from ddg_sweep.seeding import seed_hash
 
 RUNS_FOLDER = "runs"
@@ -65,7 +65,8 @@ class Job:
 
     @property
     def job_id(self) -> str:
-        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        hashed = self.identity() | {"hparams": identity_hparams(self.hparams)}
+        canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
     @property

@@ -4,8 +4,9 @@ Steps [0, stage1_steps): L = L_align (training P only, or everything: `stage1_tr
 as VL2V's first stage; `lmd` is L_align's image/text mix.
 Steps [stage1_steps, steps): L = L_diff + align_weight * L_align, where the student's class
 probabilities (or a trained token map of P f(x)) condition the frozen SD UNet and
-eps_hat = eps_neg + w (eps_cond - eps_neg) with the source domain's style prompt as
-the negative. See docs/ddg-method.md.
+L_diff is one of three guidance forms (`guidance_form`) against the source domain's style
+prompt as the negative (the literal eps_neg + w (eps_cond - eps_neg), a stop-gradient
+target, or the trained branch divided by w). See docs/method.md.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from ddg_sweep.algorithms.base import RunContext
-from ddg_sweep.algorithms.losses import (batched_guidance_eps, diffusion_loss, guided_eps, probs_conditioning,
+from ddg_sweep.algorithms.losses import (batched_guidance_eps, frozen_passes, guidance_loss, probs_conditioning,
                                         separate_guidance_eps)
 from ddg_sweep.algorithms.micro_batch import micro_batched_loss
 from ddg_sweep.algorithms.vl2v import AlignedAlgorithm
@@ -93,7 +94,9 @@ class DDG(AlignedAlgorithm):
             return contextlib.nullcontext()
         return self.teacher_precision()
 
-    def guided_diffusion_loss(self, x: torch.Tensor, cond: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    def guided_diffusion_loss(self, x: torch.Tensor, cond: torch.Tensor, neg: torch.Tensor,
+                              labels: torch.Tensor | None = None) -> torch.Tensor:
+        """L_diff of a batch: encode, draw (t, eps), noise, then `unet_loss`; `labels` only for `target`."""
         hp, options = self.hparams, self.ctx.step_options
         n_noise = hp["n_noise"]
         with self.sd_precision():
@@ -104,23 +107,32 @@ class DDG(AlignedAlgorithm):
                 latents = self.sd_teacher.encode_images(x.repeat_interleave(n_noise, dim=0), hp["sd_resolution"])
         if n_noise > 1:
             cond, neg = (v.repeat_interleave(n_noise, dim=0) for v in (cond, neg))
+            labels = labels.repeat_interleave(n_noise, dim=0) if labels is not None else None
         # the train loop seeds the global RNG every step; both draws come from it
         t = torch.randint(hp["t_min"], hp["t_max"] + 1, (len(latents),), device=latents.device)
         eps = torch.randn(latents.shape, device=latents.device)  # not randn_like: its draw follows the memory layout
         x_t = self.sd_teacher.add_noise(latents, t, eps)
-        return self.unet_loss(x_t, t, cond, neg, eps)
+        return self.unet_loss(x_t, t, cond, neg, eps, labels)
 
-    def unet_loss(self, x_t, t, cond, neg, eps) -> torch.Tensor:
-        """L_diff from the UNet's two guidance passes, `unet_micro_batch` samples per call."""
+    def unet_loss(self, x_t, t, cond, neg, eps, labels=None) -> torch.Tensor:
+        """L_diff from the UNet's guidance passes (the student's, the domain style's, and for
+        `target` the label's), `unet_micro_batch` samples per call."""
         options, n = self.ctx.step_options, len(x_t)
+        form, scale = self.hparams.get("guidance_form", "prediction"), self.hparams["cfg_scale"]
         guidance = batched_guidance_eps if options.batched_guidance else separate_guidance_eps
+        passes = frozen_passes(form, scale)
+        if "label" in passes and labels is None:
+            raise ValueError("guidance_form 'target' needs the batch's labels")
+        frozen_tokens = {"negative": neg, "label": self.class_tokens[labels] if "label" in passes else None}
 
         def slice_loss(piece: slice, cond_piece: torch.Tensor) -> torch.Tensor:
             with self.sd_precision():
-                eps_cond, eps_neg = guidance(self.sd_teacher.predict_noise, x_t[piece], t[piece], cond_piece,
-                                             neg[piece])
-            eps_hat = guided_eps(eps_cond.float(), eps_neg.float(), self.hparams["cfg_scale"])
-            return diffusion_loss(eps_hat, eps[piece]) * (len(cond_piece) / n)  # its share of the mean
+                eps_cond, *eps_frozen = guidance(self.sd_teacher.predict_noise, x_t[piece], t[piece], cond_piece,
+                                                 *(frozen_tokens[name][piece] for name in passes))
+            predicted = {name: e.float() for name, e in zip(passes, eps_frozen)}
+            loss = guidance_loss(form, eps_cond.float(), predicted.get("negative"), eps[piece], scale,
+                                 predicted.get("label"))
+            return loss * (len(cond_piece) / n)  # its share of the mean
 
         return micro_batched_loss(slice_loss, cond, options.unet_micro_batch)
 
@@ -178,7 +190,7 @@ class DDG(AlignedAlgorithm):
         loss_align = self.alignment(projected, image_embeddings, y)
         cond = self.conditioning(logits, projected)
         neg = self.negative_conditioning([len(xb) for xb, _ in minibatches])
-        loss_diff = self.guided_diffusion_loss(x, cond, neg)
+        loss_diff = self.guided_diffusion_loss(x, cond, neg, y)
         loss = loss_diff + self.hparams["align_weight"] * loss_align
         self.optimise(loss)
         return {"loss": loss.item(), "loss_diff": loss_diff.item(), "loss_align": loss_align.item(),

@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ddg_sweep.hparams import GUIDANCE_FORMS
+
 
 def alignment_loss(projected: torch.Tensor, image_embeddings: torch.Tensor, label_text_embeddings: torch.Tensor,
                    mix: float) -> torch.Tensor:
@@ -31,27 +33,73 @@ def guided_eps(eps_cond: torch.Tensor, eps_neg: torch.Tensor, scale: float) -> t
 
 
 def batched_guidance_eps(predict_noise: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                         neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps_cond, eps_neg) from ONE UNet call on [cond; neg]; the negative half is detached.
+                         *frozen: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(eps_cond, *eps_frozen) from ONE UNet call on [cond; frozen...]; the frozen parts are detached.
 
-    Every UNet operation is per sample, so this equals two separate calls, and only
-    the conditional half carries gradient back to `cond`.
+    Every UNet operation is per sample, so this equals separate calls, and only the
+    conditional part carries gradient back to `cond`.
     """
-    eps = predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, neg.detach().to(cond.dtype)]))
-    eps_cond, eps_neg = eps.chunk(2)
-    return eps_cond, eps_neg.detach()
+    k = 1 + len(frozen)
+    conditioning = torch.cat([cond, *(c.detach().to(cond.dtype) for c in frozen)])
+    eps = predict_noise(torch.cat([x_t] * k), torch.cat([t] * k), conditioning).chunk(k)
+    return (eps[0], *(e.detach() for e in eps[1:]))
 
 
 def separate_guidance_eps(predict_noise: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                          neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps_cond, eps_neg) from two UNet calls, the negative one under no-grad.
+                          *frozen: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(eps_cond, *eps_frozen): the frozen conditionings in one UNet call under no-grad, then cond.
 
     Same numbers as `batched_guidance_eps`; the backward pass then runs through the
-    conditional half only, and the negative pass stores no activations.
+    conditional pass only, and the no-grad pass stores no activations.
     """
+    if not frozen:
+        return (predict_noise(x_t, t, cond),)
     with torch.no_grad():
-        eps_neg = predict_noise(x_t, t, neg.to(cond.dtype))
-    return predict_noise(x_t, t, cond), eps_neg
+        k = len(frozen)
+        eps_frozen = predict_noise(torch.cat([x_t] * k), torch.cat([t] * k),
+                                   torch.cat([c.to(cond.dtype) for c in frozen])).chunk(k)
+    return (predict_noise(x_t, t, cond), *eps_frozen)
+
+
+# Stage II's guidance forms (docs/method.md, "Guidance forms"). All three are plain diffusion
+# distillation || eps_c - eps ||^2 at w = 1.
+# (the names live in ddg_sweep/hparams.py, which imports no torch)
+
+
+def guidance_loss(form: str, eps_cond: torch.Tensor, eps_neg: torch.Tensor, eps: torch.Tensor, scale: float,
+                  eps_label: torch.Tensor | None = None) -> torch.Tensor:
+    """L_diff of one guidance form; eps_neg (the domain-style prediction) and eps_label carry no gradient.
+
+    At w = 1 every form is plain distillation || eps_c - eps ||^2, and eps_neg may be None (the
+    caller then skips its UNet pass).
+
+    - prediction:  || eps_neg + w (eps_c - eps_neg) - eps ||^2  (the literal CFG reading; equals
+      w ||eps_c - eps||^2 + w (w - 1) ||eps_c - eps_neg||^2 + terms without c: a pull toward eps_neg)
+    - target:      || eps_c - sg[eps + (w - 1)(eps_label - eps_neg)] ||^2  (eps_label: the teacher
+      under the label's class prompt; the target moves away from the domain style)
+    - interpolate: || eps_neg + (eps_c - eps_neg) / w - eps ||^2  (the student's branch must carry
+      w times the evidence beyond eps_neg)
+    """
+    if form not in GUIDANCE_FORMS:
+        raise ValueError(f"unknown guidance form {form!r}; choose one of {', '.join(GUIDANCE_FORMS)}")
+    if scale == 1.0:
+        return diffusion_loss(eps_cond, eps)
+    if form == "prediction":
+        return diffusion_loss(guided_eps(eps_cond, eps_neg, scale), eps)
+    if form == "interpolate":
+        return diffusion_loss(guided_eps(eps_cond, eps_neg, 1.0 / scale), eps)
+    if eps_label is None:
+        raise ValueError("guidance form 'target' needs eps_label, the prediction under the label's prompt")
+    target = eps.float() + (scale - 1.0) * (eps_label.float() - eps_neg.float())
+    return diffusion_loss(eps_cond, target.detach())
+
+
+def frozen_passes(form: str, scale: float) -> tuple[str, ...]:
+    """The no-grad UNet passes a form needs beside the student's: the domain style's ("negative")
+    unless w = 1, and for `target` the label's class prompt ("label")."""
+    if scale == 1.0:
+        return ()
+    return ("negative", "label") if form == "target" else ("negative",)
 
 
 def diffusion_loss(eps_hat: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

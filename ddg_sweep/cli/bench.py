@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 from ddg_sweep.errors import UserError
+from ddg_sweep.hparams import GUIDANCE_FORMS
 from ddg_sweep.perf import SWITCHES, CompiledUNetMismatch, StepOptions
 
 # --compare: each optimisation added in turn, then the memory and compile switches.
@@ -42,6 +43,9 @@ def register(subparsers) -> None:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="device peak for MFU (default: known bf16 dense peak of the GPU)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--guidance-form", choices=(*GUIDANCE_FORMS, "all"), default="prediction",
+                        help="Stage II's guidance form (docs/method.md); all: time each form in turn "
+                             "(target adds a no-grad UNet pass under the label's prompt)")
     parser.add_argument("--plain", action="store_true", help="start from every optimisation off")
     parser.add_argument("--compare", action="store_true",
                         help="run fp32 plain, then each optimisation in turn, on the same models")
@@ -66,17 +70,17 @@ def _options(args) -> StepOptions:
 
 def _row(label: str, r: dict) -> str:
     if "error" in r:
-        return f"{label:<18} {r['error']}"
+        return f"{label:<30} {r['error']}"
     u = r["unet_pass"]
     mfu = f"{100 * u['mfu']:.1f}%" if u["mfu"] is not None else "n/a"
-    return (f"{label:<18} {r['stage1']['images_per_s']:>9.1f} {r['stage2']['images_per_s']:>9.1f} "
+    return (f"{label:<30} {r['stage1']['images_per_s']:>9.1f} {r['stage2']['images_per_s']:>9.1f} "
             f"{r['stage2']['ms_per_step']:>9.1f} {r['stage2']['peak_memory_gb']:>8.2f} "
             f"{u['tflops_per_s']:>8.1f} {mfu:>6} {r['stage2']['loss']:>9.5f}"
             + (f"  compiled-vs-eager gradient error {r['compiled_unet_gradient_error']:.1e}"
                if r.get("compiled_unet_gradient_error") is not None else ""))
 
 
-HEADER = (f"{'config':<18} {'I img/s':>9} {'II img/s':>9} {'II ms':>9} {'mem GiB':>8} "
+HEADER = (f"{'config':<30} {'I img/s':>9} {'II img/s':>9} {'II ms':>9} {'mem GiB':>8} "
           f"{'UNet TF/s':>8} {'MFU':>6} {'II loss':>9}")
 
 
@@ -101,6 +105,11 @@ def main(args: argparse.Namespace) -> int:
         if unknown:
             raise UserError(f"unknown --configs {', '.join(unknown)}; choose from {', '.join(known)}")
         configs = tuple((label, known[label]) for label in wanted)
+    forms = GUIDANCE_FORMS if args.guidance_form == "all" else (args.guidance_form,)
+    if len(forms) > 1:
+        configs = tuple((f"{label} {form}", options, form) for label, options in configs for form in forms)
+    else:
+        configs = tuple((label, options, forms[0]) for label, options in configs)
     components = paper_arch_components() if args.models == "paper-arch" else None
     # Every config starts from the same student weights, so their losses are comparable.
     initial_student = ({k: v.clone() for k, v in components["student"].state_dict().items()}
@@ -108,12 +117,12 @@ def main(args: argparse.Namespace) -> int:
     results = []
     if args.format == "text":
         print(HEADER, flush=True)
-    for label, options in configs:
+    for label, options, form in configs:
         if initial_student is not None:
             components["student"].load_state_dict(initial_student)
         try:
             result = run_benchmark(args.models, args.device, args.batch_size, 3, args.sd_resolution, options,
-                                   args.warmup, args.iters, args.peak_tflops, components)
+                                   args.warmup, args.iters, args.peak_tflops, components, form)
         except torch.OutOfMemoryError:
             result = {"error": "out of memory", "options": dataclasses.asdict(options)}
             torch.cuda.empty_cache()
@@ -124,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
         if args.format == "text":
             print(_row(label, result), flush=True)
     if args.format == "json":
-        print(json.dumps(results if args.compare else results[0], indent=2))
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
         r = next((r for r in results if "error" not in r), None)
         if r:

@@ -46,6 +46,9 @@ def add_location_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sd-path", help="Stable Diffusion (diffusers format) folder or HF cache id")
     parser.add_argument("--models", choices=("tiny", "paper"),
                         help="model family (default: tiny for DemoDigits, paper otherwise)")
+    parser.add_argument("--eval-all-splits", action="store_true", default=None,
+                        help="evaluate every split at every checkpoint, as DomainBed does (default: the "
+                             "training environments' in splits, which no selection rule reads, only at the last)")
 
 
 def _steps_help() -> str:
@@ -115,6 +118,7 @@ def main(args: argparse.Namespace) -> int:
         trial_seed=args.trial_seed, hparams_seed=args.hparams_seed, seed=args.seed,
         holdout_fraction=args.holdout_fraction, data_dir=args.data_dir, student_path=args.student_path,
         clip_path=args.clip_path, sd_path=args.sd_path, device=args.device, num_workers=args.num_workers,
+        eval_all_splits=bool(args.eval_all_splits),
     )
     from ddg_sweep.train import run
 
