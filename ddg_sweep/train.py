@@ -2,7 +2,9 @@
 
 RUN/ holds config.json, results.jsonl (one DomainBed record per checkpoint),
 checkpoint.pt (the trainable state, replaced atomically every checkpoint),
-train.log, swad.json (the SWAD-averaged model's accuracies) and finally an empty `done`. The same
+train.log, swad.json (the SWAD-averaged model's accuracies) and finally an empty `done`.
+Each checkpoint evaluates the splits model selection reads, the last one every split
+(ddg_sweep/evaluate.py). The same
 call on an unfinished RUN resumes from checkpoint.pt; on a finished one it
 does nothing. Batches, augmentations and noise are functions of (seed, step),
 so a resumed run reproduces the uninterrupted one.
@@ -92,7 +94,7 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
     from ddg_sweep.algorithms import get_algorithm_class
     from ddg_sweep.algorithms.base import RunContext
     from ddg_sweep.data.loaders import eval_loaders, split_environment, train_loaders
-    from ddg_sweep.evaluate import evaluate
+    from ddg_sweep.evaluate import evaluate, evaluated_splits, timed_evaluate
     from ddg_sweep.models.paths import resolve_model_paths
     from ddg_sweep.swad import SWAD, recompute_batchnorm
 
@@ -153,6 +155,8 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
     loaders = train_loaders(data.environments, splits, train_envs, hp["batch_size"], image_size,
                             config.seed, start_step, config.steps, num_workers, spec.horizontal_flip)
     evaluation = eval_loaders(data.environments, splits, image_size, num_workers)
+    split_sizes = {f"env{env}_{part}": len(getattr(split, f"{part}_idx"))
+                   for env, split in enumerate(splits) for part in ("in", "out")}
     steps_per_epoch = min(len(splits[e].in_idx) for e in train_envs) / hp["batch_size"]
     window: dict[str, list] = {}
     last_record = None
@@ -176,7 +180,10 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
             for key, values in window.items():
                 numeric = [v for v in values if isinstance(v, (int, float))]
                 record[key] = sum(numeric) / len(numeric) if numeric else values[-1]
-            accuracies, val_loss = evaluate(algorithm.network, evaluation, train_envs, device)
+            evaluated = evaluated_splits(spec.n_envs, config.test_envs, step == config.steps - 1,
+                                         config.eval_all_splits)
+            accuracies, val_loss = timed_evaluate(algorithm.network, evaluation, train_envs, device, evaluated,
+                                                  split_sizes)
             record.update(accuracies)
             swad.end_segment(step, val_loss)
             state = {"step": step, "algorithm": algorithm.state_dict_for_checkpoint(), "swad": swad.state_dict()}

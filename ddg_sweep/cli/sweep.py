@@ -105,7 +105,7 @@ def register(subparsers) -> None:
 
 
 def _locations(args) -> dict:
-    keys = ("data_dir", "student_path", "clip_path", "sd_path", "device", "num_workers")
+    keys = ("data_dir", "student_path", "clip_path", "sd_path", "device", "num_workers", "eval_all_splits")
     return {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -238,7 +238,9 @@ def run_full_benchmark(args) -> int:
     from ddg_sweep.report.plots import make_plots
     from ddg_sweep.report.tables import write_tables
 
-    summary = aggregate(out / "runs", out / "aggregate")
+    from search_spaces import space_rows
+
+    summary = aggregate(out / "runs", out / "aggregate", rows_by=space_rows(args.space, args.space_flag))
     print(f"aggregate: {summary.get('runs', '?')} runs -> {out / 'aggregate'}", flush=True)
     if os.environ.get(AGGREGATE_PAUSE_ENV):  # tests only: a window to kill full-benchmark mid-aggregation
         time.sleep(float(os.environ[AGGREGATE_PAUSE_ENV]))
