@@ -6,13 +6,15 @@ Figures (all on DemoDigits, which the teachers never trained on):
   classifier, plain and with DDG's guidance (the demo's w, the environment's domain
   prompt as the negative);
 - `prompt_sensitivity[env]`: how much the UNet's prediction moves with the class prompt;
-- `stage2_gradient`: on a demo batch, the cosine between dL_diff/dlogits and the supervised
-  cross-entropy gradient dCE/dlogits, per sample (mean and share positive) and for the
-  batch's gradient averaged over noise draws, at the demo's w and at w = 1, for the student
-  as Stage II finds it and for uniform logits. Positive: the teacher pulls the student's
-  probabilities toward the right class. With w > 1 the guided loss is smallest when the
-  conditioning carries about 1/w of the class evidence (eps_neg + w (eps_c - eps_neg) must
-  match eps), so against a confident student the guided gradient turns back.
+- `stage2_gradient`: on a demo batch, for each guidance form (prediction, target, interpolate)
+  at the demo's w and at w = 1, the cosine between the draw-averaged dL_diff/dlogits and the
+  supervised cross-entropy gradient dCE/dlogits (`toward_label`: positive means the teacher
+  pulls the student toward the right class) and with the gradient of ||eps_c - eps_neg||^2
+  (`domain_pull`: positive means toward the domain-style prediction), across a temperature
+  scan of the Stage-I student's logits and for uniform logits. The literal form's loss is
+  w ||eps_c - eps||^2 + w (w - 1) ||eps_c - eps_neg||^2 + (no c): smallest when the
+  conditioning carries about 1/w of the class evidence, so against a confident student its
+  gradient turns back (docs/method.md).
 """
 from __future__ import annotations
 
@@ -73,19 +75,39 @@ def teacher_figures(per_env: int = 100, n_draws: int = 16, cfg_scale: float = 3.
     return figures
 
 
+TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 4.0)  # scales of the Stage-I student's logits in the scan
+
+
+def _sign_change(points: list[tuple[float, float]]) -> float | None:
+    """The true-class probability where the cosine crosses zero (linear between scan points), if it does."""
+    points = sorted(points)
+    for (p0, c0), (p1, c1) in zip(points, points[1:]):
+        if c0 == 0:
+            return p0
+        if (c0 > 0) != (c1 > 0):
+            return p0 + (p1 - p0) * c0 / (c0 - c1)
+    return None
+
+
 def stage_two_gradient_cosine(test_env: int = 0, batch_size: int = 16, stage1_steps: int = 30, n_draws: int = 8,
-                              cfg_scales: tuple[float, ...] = (3.0, 1.0), seed: int = 0) -> dict:
-    """Cosine of dL_diff/dlogits with dCE/dlogits on a DemoDigits training batch (see the module docstring).
+                              cfg_scale: float = 3.0, temperatures: tuple[float, ...] = TEMPERATURES,
+                              seed: int = 0) -> dict:
+    """Where each guidance form's gradient on the student's logits points (see the module docstring).
 
     A DDG student at the demo's defaults first takes `stage1_steps` Stage I steps (so P is
-    aligned, as when Stage II starts); then one batch per training environment is scored, per
-    guidance scale, at the student's own logits and at uniform ones (a student that knows
-    nothing yet). Every case shares the same noise draws.
+    aligned, as when Stage II starts); then one batch per training environment is scored. Its
+    logits are scaled by each temperature; at each, for every form at w = `cfg_scale` and at
+    w = 1, the draw-averaged gradient g = dL_diff/dlogits is compared with
+    - the cross-entropy gradient dCE/dlogits (`toward_label`: cosine > 0 means descending L_diff
+      raises the label's probability), and
+    - the gradient of ||eps_c - eps_neg||^2 (`domain_pull`: cosine > 0 means descending L_diff
+      moves the student's prediction toward the domain-style prediction).
+    Every case shares the same noise draws, and the forms share each draw's UNet passes.
     """
     from ddg_sweep.algorithms.base import RunContext
     from ddg_sweep.algorithms.ddg import DDG
-    from ddg_sweep.algorithms.losses import probs_conditioning
-    from ddg_sweep.hparams import resolve_hparams
+    from ddg_sweep.algorithms.losses import diffusion_loss, guidance_loss, probs_conditioning
+    from ddg_sweep.hparams import GUIDANCE_FORMS, resolve_hparams
     from ddg_sweep.models.paths import resolve_model_paths
 
     spec = get_dataset_spec(DATASET)
@@ -112,30 +134,61 @@ def stage_two_gradient_cosine(test_env: int = 0, batch_size: int = 16, stage1_st
         ddg.eval()
         student = ddg.network(x).detach()
         neg = ddg.negative_conditioning([len(b[1]) for b in batch])
-        draws_state = torch.get_rng_state()
+        teacher = ddg.sd_teacher
+        with torch.no_grad():
+            x0 = teacher.encode_images(x, hparams["sd_resolution"])
+        draws = torch.Generator().manual_seed(seed + 1)
+        noise = [(torch.randint(hparams["t_min"], hparams["t_max"] + 1, (len(x),), generator=draws),
+                  torch.randn(x0.shape, generator=draws)) for _ in range(n_draws)]
+        with torch.no_grad():  # the frozen predictions of each draw: domain style and the label's prompt
+            frozen = []
+            for t, eps in noise:
+                x_t = teacher.add_noise(x0, t, eps)
+                frozen.append((x_t, teacher.predict_noise(x_t, t, neg).float(),
+                               teacher.predict_noise(x_t, t, ddg.class_tokens[y]).float()))
+        cases = {f"{form} w={w:g}": (form, w) for w in dict.fromkeys((cfg_scale, 1.0)) for form in GUIDANCE_FORMS}
 
-        def cosines(logits: torch.Tensor, scale: float) -> dict:
+        def gradients(logits: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor]:
+            """Per case, the draw-averaged dL/dlogits (and the first draw's), and the pull's gradient."""
             logits = logits.clone().requires_grad_(True)
-            ce_grad = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), logits)[0]
-            ddg.hparams["cfg_scale"] = scale
-            torch.set_rng_state(draws_state)  # the same (t, eps) draws for every case
-            diff_grads = []
-            for _ in range(n_draws):
-                cond = probs_conditioning(logits, ddg.class_tokens)
-                loss = ddg.guided_diffusion_loss(x, cond, neg) * len(x)  # per-sample sums, like the CE above
-                diff_grads.append(torch.autograd.grad(loss, logits)[0])
-            per_sample = torch.stack([F.cosine_similarity(g, ce_grad, dim=1) for g in diff_grads])  # (draws, B)
-            averaged = F.cosine_similarity(torch.stack(diff_grads).mean(0), ce_grad, dim=1)
-            return {"single_draw_mean": float(per_sample.mean()),
-                    "single_draw_positive_share": float((per_sample > 0).float().mean()),
-                    "draw_averaged_mean": float(averaged.mean()),
-                    "draw_averaged_positive_share": float((averaged > 0).float().mean())}
+            summed = {name: torch.zeros_like(logits) for name in cases}
+            first = {}
+            pull = torch.zeros_like(logits)
+            for (t, eps), (x_t, eps_neg, eps_label) in zip(noise, frozen):
+                eps_c = teacher.predict_noise(x_t, t, probs_conditioning(logits, ddg.class_tokens)).float()
+                for name, (form, w) in cases.items():
+                    loss = guidance_loss(form, eps_c, eps_neg, eps, w, eps_label) * len(x)  # per-sample sums
+                    grad = torch.autograd.grad(loss, logits, retain_graph=True)[0]
+                    summed[name] += grad / n_draws
+                    first.setdefault(name, grad)
+                pull += torch.autograd.grad(diffusion_loss(eps_c, eps_neg) * len(x), logits)[0] / n_draws
+            return summed, first, pull
 
-        p_true = student.softmax(-1)[torch.arange(len(y)), y]
+        def figures_at(logits: torch.Tensor) -> dict:
+            probe = logits.clone().requires_grad_(True)
+            ce_grad = torch.autograd.grad(F.cross_entropy(probe, y, reduction="sum"), probe)[0]
+            summed, first, pull = gradients(logits)
+            out = {}
+            for name in cases:
+                toward = F.cosine_similarity(summed[name], ce_grad, dim=1)
+                out[name] = {"toward_label": float(toward.mean()),
+                             "toward_label_positive_share": float((toward > 0).float().mean()),
+                             "toward_label_single_draw": float(F.cosine_similarity(first[name], ce_grad, dim=1).mean()),
+                             "domain_pull": float(F.cosine_similarity(summed[name], pull, dim=1).mean())}
+            return out
+
+        scan = []
+        for temperature in temperatures:
+            scaled = student * temperature
+            p_true = scaled.softmax(-1)[torch.arange(len(y)), y]
+            scan.append({"temperature": temperature, "true_class_prob": float(p_true.mean()),
+                         "cases": figures_at(scaled)})
         result = {"test_env": test_env, "stage1_steps": stage1_steps, "n_draws": n_draws, "batch": len(x),
-                  "student_accuracy": float((student.argmax(-1) == y).float().mean()),
-                  "student_true_class_prob": float(p_true.mean()), "by_cfg_scale": {}}
-        for scale in cfg_scales:
-            result["by_cfg_scale"][f"{scale:g}"] = {"student": cosines(student, scale),
-                                                    "uniform": cosines(torch.zeros_like(student), scale)}
+                  "cfg_scale": cfg_scale, "student_accuracy": float((student.argmax(-1) == y).float().mean()),
+                  "student_true_class_prob": float(student.softmax(-1)[torch.arange(len(y)), y].mean()),
+                  "temperatures": list(temperatures), "scan": scan,
+                  "uniform": figures_at(torch.zeros_like(student)), "sign_change_at_true_class_prob": {}}
+        for name in cases:
+            points = [(row["true_class_prob"], row["cases"][name]["toward_label"]) for row in scan]
+            result["sign_change_at_true_class_prob"][name] = _sign_change(points)
     return result

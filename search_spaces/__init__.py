@@ -5,6 +5,8 @@
 the jobs to `--datasets`, `--algorithms`, `--test-envs` and `--trial-seeds` and
 drops duplicates. `space_ranges(name_or_file)` is what a space lets `--search` draw
 (a module's `SEARCH` dict, a JSON file's `"search"` object; see ddg_sweep/search).
+`space_rows(name_or_file)` is the hparams whose values make table rows of their own (a
+module's `ROWS`, a JSON file's `"rows"`; ddg_sweep/report/variants.py).
 Nothing here imports torch or Ray.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ddg_sweep.errors import UserError
 from ddg_sweep.hparams import ALGORITHMS
 from ddg_sweep.jobs import Job, applicable_overrides, check_distinct_runs, make_job
 
-SPACES = ("paper", "baselines", "lmd", "stage1_steps", "cfg_scale", "random", "demo", "search")
+SPACES = ("paper", "baselines", "lmd", "stage1_steps", "cfg_scale", "guidance", "random", "demo", "search")
 MODULES = {"random": "random_search"}  # a module named `random` would shadow the standard library's
 
 
@@ -138,9 +140,10 @@ def _space_from_json(path: Path) -> Callable[[SpaceOptions], list[Job]]:
         raise UserError(f"space file {path} is not valid JSON: {err}") from None
     if not isinstance(spec, dict) or not ({"jobs", "grid"} & set(spec)):
         raise UserError(f"space file {path} must be an object with \"jobs\": [...] and/or \"grid\": {{...}}")
-    unknown = set(spec) - {"jobs", "grid", "search"}
+    unknown = set(spec) - {"jobs", "grid", "search", "rows"}
     if unknown:
-        raise UserError(f"space file {path}: unknown key(s) {', '.join(sorted(unknown))}; known: jobs, grid, search")
+        raise UserError(f"space file {path}: unknown key(s) {', '.join(sorted(unknown))}; "
+                        "known: jobs, grid, search, rows")
 
     def jobs(options: SpaceOptions) -> list[Job]:
         try:
@@ -189,6 +192,27 @@ def space_ranges(name_or_file: str, kind: str = "space") -> dict:
         except UserError as err:
             raise UserError(f"{where}: search range {name}: {err}") from None
     return ranges
+
+
+def space_rows(name_or_file: str, kind: str = "space") -> tuple[str, ...]:
+    """The hparams a space's table rows are split by (its variants), () for most spaces."""
+    from ddg_sweep.report.variants import check_rows_by
+
+    load_space(name_or_file, kind)
+    path = Path(name_or_file)
+    if name_or_file in SPACES:
+        raw = getattr(importlib.import_module(f"search_spaces.{MODULES.get(name_or_file, name_or_file)}"),
+                      "ROWS", ())
+    elif path.suffix == ".py":
+        raw = getattr(_python_module(path.resolve()), "ROWS", ())
+    else:
+        raw = json.loads(path.read_text()).get("rows", [])
+    if isinstance(raw, str) or not all(isinstance(name, str) for name in raw):
+        raise UserError(f"{kind} {name_or_file}: its rows must be a list of hyperparameter names")
+    try:
+        return check_rows_by(raw)
+    except UserError as err:
+        raise UserError(f"{kind} {name_or_file}: {err}") from None
 
 
 def narrow(jobs: list[Job], options: SpaceOptions) -> list[Job]:

@@ -26,6 +26,10 @@ def register(subparsers) -> None:
                            help="also read runs without a `done` file")
     aggregate.add_argument("--include-stopped", action="store_true",
                            help="also read the runs a search's ASHA stopped early (tagged `stopped`)")
+    aggregate.add_argument("--rows-by", default="", metavar="HPARAM[,HPARAM]",
+                           help="hparams whose values make rows of their own, e.g. guidance_form,cfg_scale "
+                                "(`DDG target w=3`): selection then never picks across them (full-benchmark: "
+                                "the space's own)")
     aggregate.add_argument("--no-cache", action="store_true",
                            help="parse every run, neither reading nor writing OUTPUT_DIR/.parsed, the "
                                 "cache of parsed runs a re-aggregate takes unchanged runs from")
@@ -62,7 +66,8 @@ def run_aggregate(args) -> int:
     from ddg_sweep.report.aggregate import aggregate
 
     summary = aggregate(args.input_dir, args.output_dir, include_unfinished=args.include_unfinished,
-                        include_stopped=args.include_stopped, cache=not args.no_cache)
+                        include_stopped=args.include_stopped, cache=not args.no_cache,
+                        rows_by=[name.strip() for name in args.rows_by.split(",") if name.strip()])
     if summary.get("parse_cache_note"):
         print(f"note: {summary['parse_cache_note']}")
     cache = summary.get("parse_cache")

@@ -24,7 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("--draws", type=int, default=16, metavar="N",
                         help="noise draws per image for the diffusion classifier (default 16)")
     parser.add_argument("--cfg-scale", type=float, default=3.0,
-                        help="guidance scale w of the guided classifier and the gradient check (default 3.0)")
+                        help="guidance scale w of the guided classifier and of each guidance form's gradient "
+                             "check (default 3.0; w = 1 is always checked too)")
     parser.add_argument("--train", type=Path, default=None, metavar="DIR",
                         help="train the tiny family into DIR instead of measuring (again on an interrupted "
                              "DIR: its finished parts are kept)")
@@ -46,14 +47,22 @@ def _text(figures: dict) -> str:
                 f"{settings['n_draws']} noise draws, guided at w={settings['cfg_scale']:g} against the "
                 f"environment's domain prompt; SD at {settings['sd_resolution']} px)")
     gradient = figures["stage2_gradient"]
-    rows.append(f"Stage II gradient vs supervised gradient on the student's logits (cosine, one draw / averaged "
-                f"over {gradient['n_draws']} draws; student after {gradient['stage1_steps']} Stage I steps: "
-                f"accuracy {gradient['student_accuracy']:.2f}, true-class probability "
-                f"{gradient['student_true_class_prob']:.2f}):")
-    for scale, cases in gradient["by_cfg_scale"].items():
-        rows.append(f"  w={scale}: " + ", ".join(
-            f"{name} {c['single_draw_mean']:+.3f} / {c['draw_averaged_mean']:+.3f} "
-            f"({100 * c['draw_averaged_positive_share']:.0f} % positive)" for name, c in cases.items()))
+    rows.append(f"Stage II gradient on the student's logits, averaged over {gradient['n_draws']} noise draws "
+                f"(student after {gradient['stage1_steps']} Stage I steps: accuracy "
+                f"{gradient['student_accuracy']:.2f}, true-class probability {gradient['student_true_class_prob']:.2f}); "
+                "cosine with the cross-entropy gradient / with the pull toward the domain-style prediction:")
+    names = list(gradient["uniform"])
+    rows.append(f"{'logits x T (p_true)':<24}" + "".join(f"{name:>22}" for name in names))
+    for row in gradient["scan"]:
+        label = f"T={row['temperature']:g} ({row['true_class_prob']:.2f})"
+        rows.append(f"{label:<24}" + "".join(
+            f"{row['cases'][n]['toward_label']:>+11.2f} /{row['cases'][n]['domain_pull']:>+6.2f}   " for n in names))
+    rows.append(f"{'uniform':<24}" + "".join(
+        f"{gradient['uniform'][n]['toward_label']:>+11.2f} /{gradient['uniform'][n]['domain_pull']:>+6.2f}   "
+        for n in names))
+    crossings = [f"{n} at p_true {p:.2f}" for n, p in gradient["sign_change_at_true_class_prob"].items()
+                 if p is not None]
+    rows.append("toward the label changes sign: " + (", ".join(crossings) if crossings else "never in the scan"))
     if figures.get("training"):
         seconds = figures["training"]["seconds"]
         rows.append(f"trained ({figures['training']['budget']} budget) in {sum(seconds.values()):.0f} s: "
@@ -77,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     from ddg_sweep.teachers import stage_two_gradient_cosine, teacher_figures
 
     figures = teacher_figures(args.images_per_env, args.draws, args.cfg_scale)
-    figures["stage2_gradient"] = stage_two_gradient_cosine(cfg_scales=tuple(dict.fromkeys((args.cfg_scale, 1.0))))
+    figures["stage2_gradient"] = stage_two_gradient_cosine(cfg_scale=args.cfg_scale)
     training = weights_dir() / "training.json"
     figures["training"] = json.loads(training.read_text()) if training.is_file() else None
     figures["weights"] = str(weights_dir())

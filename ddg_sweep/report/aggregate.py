@@ -91,17 +91,22 @@ def select_all(records: pd.DataFrame, swad: pd.DataFrame) -> pd.DataFrame:
 
 
 def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False,
-              cache: bool = True) -> dict:
+              cache: bool = True, rows_by=()) -> dict:
     """Aggregate a sweep folder into `output_dir`; returns the summary dict. `cache`: use and
-    update the cache of parsed runs in `output_dir`/.parsed (parse_cache.py)."""
+    update the cache of parsed runs in `output_dir`/.parsed (parse_cache.py). `rows_by`:
+    hparams whose values make rows of their own (report/variants.py)."""
     from ddg_sweep.report.search_runs import SEARCH_TRIALS_FILE, search_trials, tag_search_runs, visible
     from ddg_sweep.report.tables import render_domainbed_text
+    from ddg_sweep.report.variants import check_rows_by, split_rows
+
+    rows_by = check_rows_by(rows_by)
 
     sweep = read_records(input_dir, include_unfinished=include_unfinished, include_stopped=include_stopped,
                          cache_dir=output_dir if cache else None)
     # a search's runs: rows of their own
     records, search_rows = tag_search_runs(sweep.records, input_dir, sweep.searched)
     swad, _ = tag_search_runs(sweep.swad, input_dir, sweep.searched)
+    records, swad = split_rows(records, rows_by), split_rows(swad, rows_by)
     trials = search_trials(input_dir)
     datasets = pd.concat([records[["dataset", "n_envs"]]] + (
         [swad[["dataset", "n_envs"]]] if len(swad) else []))
@@ -122,6 +127,7 @@ def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_s
         "algorithms": order_algorithms(algorithms),
         "selections": [k for k in SELECTION_ORDER if k in set(table["selection"])],
         "search_rows": search_rows,
+        "rows_by": list(rows_by),
         "search_trials": int(len(trials)),
         # runs_parsed / runs_reused: this aggregate's work, not the sweep's (absent: --no-cache)
         **({"parse_cache": {k: v for k, v in sweep.cache.items() if k != "note"}} if sweep.cache else {}),
