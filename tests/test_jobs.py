@@ -74,7 +74,7 @@ def test_plan_paper_lists_66_unique_jobs_without_data_weights_torch_or_ray(tmp_p
 def test_space_sizes_and_narrowing():
     counts = {name: len(space_jobs(name, SpaceOptions(n_hparams=2))) for name in SPACES}
     assert counts == {"paper": 66, "baselines": 132, "lmd": 330, "stage1_steps": 264, "cfg_scale": 330,
-                      "random": 132 * 2 + 66 * 2, "demo": 48, "search": 22}
+                      "random": 132 * 2 + 66 * 2, "demo": 72, "search": 22, "guidance": 264}
     pairs = space_jobs("random", SpaceOptions(n_hparams=1, with_pairs=True, datasets=("PACS",),
                                               algorithms=("ERM",), trial_seeds=(0,)))
     assert sorted(j.test_envs for j in pairs) == [(0,), (0, 1), (0, 2), (0, 3), (1,), (1, 2), (1, 3), (2,),
@@ -82,8 +82,10 @@ def test_space_sizes_and_narrowing():
     narrow = space_jobs("paper", SpaceOptions(datasets=("PACS",), test_envs=(0, 2), trial_seeds=(1,)))
     assert sorted(j.test_envs for j in narrow) == [(0,), (2,)] and {j.trial_seed for j in narrow} == {1}
     demo = space_jobs("demo", SpaceOptions())
-    ddg = sorted((j.test_envs, j.hparams_seed, j.hparams["cfg_scale"]) for j in demo if j.algorithm == "DDG")
-    assert ddg[:2] == [((0,), 0, 3.0), ((0,), 0, 3.0)] and ddg[3:5] == [((0,), 1, 1.0), ((0,), 1, 1.0)]
+    ddg = sorted((j.test_envs, j.hparams_seed, j.hparams["guidance_form"], j.hparams["cfg_scale"])
+                 for j in demo if j.algorithm == "DDG")
+    assert ddg[::3][:4] == [((0,), 0, "prediction", 3.0), ((0,), 1, "prediction", 1.0), ((0,), 2, "target", 3.0),
+                            ((0,), 3, "interpolate", 3.0)]  # three trial seeds each
     assert {j.algorithm for j in demo} == {"ERM", "VL2V", "DDG"} and {j.trial_seed for j in demo} == {0, 1, 2}
     assert all(j.hparams["swad_start"] == 0.625 for j in demo)  # the paper's proportions, SWAD for all
 

@@ -34,6 +34,30 @@ def test_fixture_text_tables_match_domainbed_exactly(fixture_aggregate):
     assert summary["total_records"] == 200 and summary["runs"] == 40
 
 
+def test_records_without_the_splits_no_rule_reads_give_domainbeds_tables(tmp_path):
+    """A run evaluates the training environments' in splits only at its last checkpoint
+    (ddg_sweep/evaluate.py); DomainBed's rules never read them, so its fixture with those
+    accuracies removed from every other record still gives expected.txt to the byte."""
+    from ddg_sweep.evaluate import evaluated_splits
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(FIXTURE, sweep)
+    removed = 0
+    for results in sweep.glob("*/results.jsonl"):
+        records = [json.loads(line) for line in results.read_text().splitlines()]
+        last_step = max(r["step"] for r in records)
+        for record in records:
+            kept = evaluated_splits(4, record["args"]["test_envs"], record["step"] == last_step)
+            for key in [k for k in record if k.endswith(("_in_acc", "_out_acc")) and k[:-4] not in kept]:
+                del record[key]
+                removed += 1
+        results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert removed > 200  # most records lost two or three accuracies
+    aggregate(sweep, tmp_path / "agg")
+    expected = (FIXTURE / "expected.txt").read_text()
+    assert (tmp_path / "agg" / "tables.txt").read_text().splitlines() == expected.splitlines()
+
+
 def test_fixture_table_parquet_schema(fixture_aggregate):
     out, _ = fixture_aggregate
     table = pd.read_parquet(out / "table.parquet")

@@ -2,6 +2,8 @@
 import json
 import re
 
+import pandas as pd
+
 import pytest
 
 from conftest import assert_one_line_error, run_cli
@@ -53,27 +55,33 @@ def test_a_failed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_full_benchmark_demo_end_to_end_then_nothing_to_redo(tmp_path):
     """The demo preset's whole pipeline (sweep, aggregate, tables), narrowed to one held-out environment
-    and one trial seed of its four algorithm rows, with short runs; then the same command reruns nothing."""
+    and one trial seed of its six algorithm rows (four DDG variants), with short runs; then the same command
+    reruns nothing."""
     out = tmp_path / "OUT"
     narrow = ["--test-envs", "0", "--trial-seeds", "0", "--steps", "24", "--checkpoint-freq", "4"]
     first = run_cli("full-benchmark", "--preset", "demo", "--output-dir", out, "--no-dashboard", *narrow, check=True)
-    assert "4 jobs: 4 pending; 4 jobs to run" in first.stdout
+    assert "6 jobs: 6 pending; 6 jobs to run" in first.stdout
     assert (out / "aggregate" / "table.parquet").exists()
     tables = sorted(p.name for p in (out / "tables").glob("*.md"))
     assert "paper.md" in tables and "iid.md" in tables and list((out / "tables").glob("*.tex"))
     runs = sorted((out / "runs").iterdir())
     configs = [json.loads((r / "config.json").read_text()) for r in runs]
-    assert sorted(c["algorithm"] for c in configs) == ["DDG", "DDG", "ERM", "VL2V"]
-    assert sorted(c["hparams"].get("cfg_scale", 0) for c in configs if c["algorithm"] == "DDG") == [1.0, 3.0]
+    assert sorted(c["algorithm"] for c in configs) == ["DDG"] * 4 + ["ERM", "VL2V"]
+    assert sorted((c["hparams"]["guidance_form"], c["hparams"]["cfg_scale"]) for c in configs
+                  if c["algorithm"] == "DDG") == [("interpolate", 3.0), ("prediction", 1.0), ("prediction", 3.0),
+                                                  ("target", 3.0)]
+    rows = set(pd.read_parquet(out / "aggregate" / "table.parquet")["algorithm"])
+    assert rows == {"ERM", "VL2V", "DDG prediction w=3", "DDG prediction w=1", "DDG target w=3",
+                    "DDG interpolate w=3"}
     assert all((r / "done").exists() and (r / "swad.json").exists() for r in runs)  # every algorithm has SWAD
     assert all(steps_of(r)[-1] == 23 for r in runs)
     mtimes = {r.name: (r / "results.jsonl").stat().st_mtime_ns for r in runs}
 
     second = run_cli("full-benchmark", "--preset", "demo", "--output-dir", out, "--no-dashboard", *narrow, check=True)
-    assert "4 done; 0 jobs to run" in second.stdout and "ray:" not in second.stdout
+    assert "6 done; 0 jobs to run" in second.stdout and "ray:" not in second.stdout
     assert {r.name: (r / "results.jsonl").stat().st_mtime_ns for r in runs} == mtimes
     plan = json.loads(run_cli("plan", "--preset", "demo", "--output-dir", out, "--format", "json", *narrow,
                               check=True).stdout)
-    assert plan["counts"]["total"] == {"done": 4, "total": 4} and plan["gpu_hours"] == 0
+    assert plan["counts"]["total"] == {"done": 6, "total": 6} and plan["gpu_hours"] == 0
     status = run_cli("status", out, check=True).stdout
-    assert re.search(r"^DemoDigits\s+4\s+0\s+0\s+0\s+0\s+0\s+4$", status, re.M), status  # 4 done of 4
+    assert re.search(r"^DemoDigits\s+6\s+0\s+0\s+0\s+0\s+0\s+6$", status, re.M), status  # 6 done of 6

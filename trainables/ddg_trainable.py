@@ -53,7 +53,8 @@ def _trial_gauges() -> dict:
 
 def checkpoint_metrics(record: dict, config: RunConfig) -> dict:
     """The numbers a trial reports at each checkpoint, from one DomainBed record."""
-    n_envs = sum(1 for key in record if key.startswith("env") and key.endswith("_in_acc"))
+    # every checkpoint evaluates every out split (training envs' in splits only at the last)
+    n_envs = sum(1 for key in record if key.startswith("env") and key.endswith("_out_acc"))
     train_envs = [e for e in range(n_envs) if e not in config.test_envs]
     held_out = [record[f"env{e}_in_acc"] for e in config.test_envs]
     val = [record[f"env{e}_out_acc"] for e in train_envs]

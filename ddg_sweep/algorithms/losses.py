@@ -47,17 +47,14 @@ def batched_guidance_eps(predict_noise: Callable, x_t: torch.Tensor, t: torch.Te
 
 def separate_guidance_eps(predict_noise: Callable, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                           *frozen: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(eps_cond, *eps_frozen): the frozen conditionings in one UNet call under no-grad, then cond.
+    """(eps_cond, *eps_frozen): one UNet call per frozen conditioning under no-grad, then cond's.
 
     Same numbers as `batched_guidance_eps`; the backward pass then runs through the
-    conditional pass only, and the no-grad pass stores no activations.
+    conditional call only, the no-grad calls store no activations, and no call holds more
+    samples than `x_t` (what the micro-batch and out-of-memory ladder count on).
     """
-    if not frozen:
-        return (predict_noise(x_t, t, cond),)
     with torch.no_grad():
-        k = len(frozen)
-        eps_frozen = predict_noise(torch.cat([x_t] * k), torch.cat([t] * k),
-                                   torch.cat([c.to(cond.dtype) for c in frozen])).chunk(k)
+        eps_frozen = [predict_noise(x_t, t, c.to(cond.dtype)) for c in frozen]
     return (predict_noise(x_t, t, cond), *eps_frozen)
 
 
