@@ -48,6 +48,7 @@ def _hparams(algorithm: str, hparams_seed: int) -> dict:
             "cfg_scale": 1.0 if hparams_seed == 0 else rng.choice([1.0, 3.0, 7.5]),
             "stage1_steps": 5000 if hparams_seed == 0 else rng.choice([2000, 5000]),
             "negative": "domain", "backbone": "clip_vit-b16",
+            "guidance_form": ("prediction", "target", "interpolate")[hparams_seed % 3],  # draws no rng
         })
     return hparams
 

@@ -25,7 +25,7 @@ def swept(tmp_path_factory):
 def test_every_figure_is_written_and_not_empty(swept, capsys):
     assert run_cli(["plots", "--input", swept / "agg", "--output-dir", swept / "plots"]) == 0
     assert "skipped" not in capsys.readouterr().out
-    for name in ("hparam_lmd.png", "hparam_cfg_scale.png", "hparam_stage1_steps.png",
+    for name in ("hparam_lmd.png", "hparam_cfg_scale.png", "hparam_stage1_steps.png", "hparam_guidance_form.png",
                  "curves_PACS.png", "curves_VLCS.png", "paper_layout.png"):
         data = (swept / "plots" / name).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 20_000, name

@@ -1,4 +1,4 @@
-"""The DDG losses as pure functions of tensors (docs/ddg-method.md, Stage I and II)."""
+"""The DDG losses as pure functions of tensors (docs/method.md, Stage I and II)."""
 from __future__ import annotations
 
 from typing import Callable

@@ -9,6 +9,11 @@ resting on fewer than three seeds. The default (the value of hparams_seed 0,
 which every grid space gives the paper's defaults) is marked. The y-axis spans
 at least MIN_SPAN accuracy points, so a gap of a point or two on one seed does
 not look like a cliff.
+
+A categorical hyperparameter (`guidance_form`) is drawn at evenly spaced positions, one line
+per dataset and guidance scale (`DemoDigits w=3`), so w = 1, where every form is the same
+loss, does not blur the w = 3 comparison. Runs split into rows of their own (`--rows-by`,
+report/variants.py) are grouped back by their `base_algorithm` here.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ import pandas as pd
 
 from ddg_sweep.report.plots import mean_and_sem, safe_name, save
 
-SWEPT_HPARAMS = ("lmd", "cfg_scale", "stage1_steps")
+SWEPT_HPARAMS = ("lmd", "cfg_scale", "stage1_steps", "guidance_form")
+CATEGORIES = {"guidance_form": ("prediction", "target", "interpolate")}  # hparams.GUIDANCE_FORMS' order
 MIN_SPAN = 20.0  # accuracy points on the y-axis at the least
 
 
@@ -31,12 +37,19 @@ def best_checkpoint_per_run(records: pd.DataFrame) -> pd.DataFrame:
     return ranked.drop_duplicates("run_id", keep="first")
 
 
-def _varying(runs: pd.DataFrame, column: str) -> list[str]:
-    """Algorithms whose runs give `column` at least two numeric values."""
+def _values(column: pd.Series, hparam: str) -> pd.Series:
+    """The hparam as numbers: itself, or a categorical one's position in CATEGORIES."""
+    if hparam in CATEGORIES:
+        positions = {name: float(i) for i, name in enumerate(CATEGORIES[hparam])}
+        return column.astype(object).map(positions).astype(float)
+    return pd.to_numeric(column, errors="coerce")
+
+
+def _varying(runs: pd.DataFrame, column: str, hparam: str) -> list[str]:
+    """Algorithms whose runs give `column` at least two values."""
     found = []
-    for algorithm, group in runs.groupby("algorithm", observed=True):
-        values = pd.to_numeric(group[column], errors="coerce").dropna()
-        if values.nunique() >= 2:
+    for algorithm, group in runs.groupby("group_algorithm", observed=True):
+        if _values(group[column], hparam).dropna().nunique() >= 2:
             found.append(str(algorithm))
     return found
 
@@ -61,10 +74,10 @@ def y_limits(lows, highs, min_span: float = MIN_SPAN) -> tuple[float, float]:
 
 
 def _draw(ax, runs: pd.DataFrame, algorithm: str, hparam: str) -> tuple[list, list]:
-    per_trial = runs.groupby(["dataset", "value", "trial_seed"], observed=True)["test_acc"].mean()
-    stats = mean_and_sem(per_trial.reset_index(), ["dataset", "value"], "test_acc")
+    per_trial = runs.groupby(["series", "value", "trial_seed"], observed=True)["test_acc"].mean()
+    stats = mean_and_sem(per_trial.reset_index(), ["series", "value"], "test_acc")
     lows, highs = [], []
-    for dataset, lines in stats.groupby("dataset", observed=True):
+    for dataset, lines in stats.groupby("series", observed=True):
         lines = lines.sort_values("value")
         mean, sem = 100 * lines["mean"], 100 * lines["sem"]
         ax.errorbar(lines["value"], mean, yerr=sem, marker="o", capsize=3, label=str(dataset))
@@ -75,14 +88,19 @@ def _draw(ax, runs: pd.DataFrame, algorithm: str, hparam: str) -> tuple[list, li
         lows += list(mean - sem)
         highs += list(mean + sem)
     default = _default_value(runs)
+    if hparam in CATEGORIES:
+        ax.set_xticks(range(len(CATEGORIES[hparam])), CATEGORIES[hparam])
+        ax.set_xlim(-0.5, len(CATEGORIES[hparam]) - 0.5)
     if default is not None:
         ax.axvline(default, color="gray", linestyle=":", linewidth=1.2)
-        ax.annotate(f"default {default:g}", (default, 0.02), xycoords=("data", "axes fraction"),
+        shown = CATEGORIES[hparam][int(default)] if hparam in CATEGORIES else f"{default:g}"
+        ax.annotate(f"default {shown}", (default, 0.02), xycoords=("data", "axes fraction"),
                     xytext=(3, 0), textcoords="offset points", fontsize="x-small", color="gray")
     ax.set_xlabel(hparam)
     ax.set_ylabel("held-out accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", title="dataset", title_fontsize="small")
+    ax.legend(fontsize="small", title="dataset, guidance scale" if hparam in CATEGORIES else "dataset",
+              title_fontsize="small")
     n_seeds = runs["trial_seed"].nunique()
     spread = (f"mean ± standard error over {n_seeds} trial seeds" if n_seeds > 1 else
               "one trial seed: no error bars, a gap may be noise")
@@ -97,17 +115,21 @@ def plot_hparam(records: pd.DataFrame, hparam: str, out_dir: Path, plt):
     if column not in records:
         return None, f"hparam {hparam}: no run has it"
     runs = best_checkpoint_per_run(records[records[column].notna()])
-    algorithms = _varying(runs, column)
+    grouping = "base_algorithm" if "base_algorithm" in runs else "algorithm"
+    runs = runs.assign(group_algorithm=runs[grouping].astype(str))
+    algorithms = _varying(runs, column, hparam)
     if not algorithms:
-        values = pd.to_numeric(runs[column], errors="coerce").dropna().unique()
+        values = runs[column].dropna().unique()
         return None, (f"hparam {hparam}: does not vary (only "
-                      f"{', '.join(f'{v:g}' for v in values) or 'non-numeric values'})")
+                      f"{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in values) or 'no values'})")
     fig, axes = plt.subplots(1, len(algorithms), figsize=(5.5 * len(algorithms), 4), squeeze=False)
     lows, highs = [], []
     for ax, algorithm in zip(axes[0], algorithms):
-        mine = runs[runs["algorithm"] == algorithm]
-        mine = mine.assign(value=pd.to_numeric(mine[column], errors="coerce")).dropna(
-            subset=["value"])
+        mine = runs[runs["group_algorithm"] == algorithm]
+        series = mine["dataset"].astype(str)
+        if hparam in CATEGORIES and "hp_cfg_scale" in mine:
+            series = series + " w=" + mine["hp_cfg_scale"].map(lambda w: f"{w:g}")
+        mine = mine.assign(value=_values(mine[column], hparam), series=series).dropna(subset=["value"])
         low, high = _draw(ax, mine, algorithm, hparam)
         lows += low
         highs += high

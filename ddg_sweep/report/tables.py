@@ -19,7 +19,7 @@ FORMATS = {"markdown": ".md", "latex": ".tex", "text": ".txt"}
 MISSING = "X"
 AVERAGE_ENV = -1
 
-# The paper's table (accuracy %, CLIP ViT-B/16 init), from docs ddg-method.md.
+# The paper's table (accuracy %, CLIP ViT-B/16 init), from docs/method.md.
 PAPER_COLUMNS = (("OfficeHome", "OfficeHome"), ("TerraIncognita", "TerraInc"), ("VLCS", "VLCS"),
                  ("PACS", "PACS"), ("DomainNet", "DomainNet"))
 PAPER_REFERENCE_ROWS = (
