@@ -146,7 +146,8 @@ def stage_two_gradient_cosine(test_env: int = 0, batch_size: int = 16, stage1_st
                 x_t = teacher.add_noise(x0, t, eps)
                 frozen.append((x_t, teacher.predict_noise(x_t, t, neg).float(),
                                teacher.predict_noise(x_t, t, ddg.class_tokens[y]).float()))
-        cases = {f"{form} w={w:g}": (form, w) for w in dict.fromkeys((cfg_scale, 1.0)) for form in GUIDANCE_FORMS}
+        # every form is plain distillation at w = 1 (tests/test_guidance_forms.py): one case for it
+        cases = {f"{form} w={cfg_scale:g}": (form, cfg_scale) for form in GUIDANCE_FORMS} | {"plain w=1": ("prediction", 1.0)}
 
         def gradients(logits: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor]:
             """Per case, the draw-averaged dL/dlogits (and the first draw's), and the pull's gradient."""

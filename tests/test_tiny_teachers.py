@@ -45,7 +45,7 @@ def test_shipped_sd_teacher_is_a_diffusion_classifier(figures):
 
 @pytest.mark.slow
 def test_stage_two_gradient_points_toward_the_right_class(figures):
-    """Plain distillation (w = 1, every form) pulls the Stage-I student toward the right class, and so
+    """Plain distillation (w = 1, where every form is the same loss) pulls the Stage-I student toward the right class, and so
     do `target` and `interpolate` at w = 3, away from the domain style; the literal `prediction` form
     at w = 3 turns back once the student is confident (its optimum carries about 1/w of the class
     evidence) and pulls toward the domain-style prediction. The signs, not tuned values."""
@@ -55,9 +55,8 @@ def test_stage_two_gradient_points_toward_the_right_class(figures):
     probs = [row["true_class_prob"] for row in gradient["scan"]]
     assert probs == sorted(probs) and probs[0] < 0.3 < 0.5 < probs[-1]  # the scan spans soft to confident
     student = next(row["cases"] for row in gradient["scan"] if row["temperature"] == 1)
-    for form in ("prediction", "target", "interpolate"):  # all three are plain distillation at w = 1
-        assert student[f"{form} w=1"] == pytest.approx(student["prediction w=1"], abs=1e-5)
-    assert student["prediction w=1"]["toward_label"] > 0.2
+    assert set(student) == {"prediction w=3", "target w=3", "interpolate w=3", "plain w=1"}
+    assert student["plain w=1"]["toward_label"] > 0.2
     for name in ("target w=3", "interpolate w=3"):
         assert all(row["cases"][name]["toward_label"] > 0 for row in gradient["scan"]), (name, gradient["scan"])
         assert student[name]["domain_pull"] < 0, (name, student)
