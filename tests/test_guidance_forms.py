@@ -208,3 +208,25 @@ def test_a_checkpoint_without_the_training_envs_in_splits_reports_its_validation
               "env2_in_acc": 0.3, "env2_out_acc": 0.4, "env3_out_acc": 0.9}
     metrics = checkpoint_metrics(record, config)
     assert metrics["val_acc"] == pytest.approx((0.5 + 0.7 + 0.9) / 3) and metrics["held_out_acc"] == 0.3
+
+
+def test_targets_extra_pass_is_one_more_unet_forward_as_bench_counts_it(ddg):
+    """What `bench --guidance-form all` times per form: target's no-grad label pass is one more UNet
+    forward. The UNet's weights need no gradient, so its backward (into the conditioning only)
+    costs about one forward: 4 forwards' worth against the literal form's 3; interpolate's
+    work is the literal form's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ddg_sweep.bench import unet_pass
+
+    inputs = unet_pass_inputs(ddg, 6)
+    flops = {}
+    for form in GUIDANCE_FORMS:
+        ddg.hparams.update(guidance_form=form, cfg_scale=3.0)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            unet_pass(ddg, inputs)
+        flops[form] = counter.get_total_flops()
+    ddg.hparams.update(guidance_form="prediction")
+    assert flops["interpolate"] == flops["prediction"] > 0
+    assert flops["target"] == pytest.approx(flops["prediction"] * 4 / 3, rel=0.02)
