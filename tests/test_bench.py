@@ -6,7 +6,7 @@ import torch
 import torch._functorch.config
 import torch._inductor.config
 
-from conftest import run_cli
+from conftest import run_cli, unet_failing_above
 from ddg_sweep.bench import build_ddg, random_minibatches
 from ddg_sweep.perf import StepOptions
 
@@ -153,21 +153,6 @@ def test_micro_batches_hold_a_fraction_of_the_activations_for_the_same_work():
     assert micro_peak < 0.5 * whole_peak
 
 
-def _fail_above(algorithm, max_samples: int):
-    """Make the UNet raise CUDA's out-of-memory error for calls above `max_samples` samples."""
-    predict_noise = algorithm.sd_teacher.predict_noise
-    calls = []
-
-    def limited(x_t, t, tokens):
-        calls.append(len(x_t))
-        if len(x_t) > max_samples:
-            raise torch.OutOfMemoryError(f"fake: {len(x_t)} samples")
-        return predict_noise(x_t, t, tokens)
-
-    object.__setattr__(algorithm.sd_teacher, "predict_noise", limited)
-    return calls
-
-
 def test_out_of_memory_halves_the_micro_batch_then_checkpoints_with_the_same_result(monkeypatch):
     import ddg_sweep.algorithms.ddg as ddg_module
 
@@ -177,7 +162,7 @@ def test_out_of_memory_halves_the_micro_batch_then_checkpoints_with_the_same_res
     algorithm = build_ddg("tiny", torch.device("cpu"), 4, 32, StepOptions.plain())  # 12 UNet samples
     algorithm.optimizer.step = lambda: None
     batches = random_minibatches(algorithm, 4, 3, torch.device("cpu"))
-    calls = _fail_above(algorithm, 6)
+    calls = unet_failing_above(algorithm, 6)
     torch.manual_seed(1)
     with pytest.warns(UserWarning, match="micro-batches of 6 samples"):
         result = algorithm.update(batches, step=1)
@@ -187,7 +172,7 @@ def test_out_of_memory_halves_the_micro_batch_then_checkpoints_with_the_same_res
     assert result["loss"] == pytest.approx(reference["loss"], rel=1e-5, abs=1e-6)  # the same noise redrawn
     assert torch.allclose(grads, reference_grads, rtol=1e-4, atol=1e-6)
 
-    _fail_above(algorithm, 0)  # nothing fits: checkpointing next (6 // 2 < 4), then the error itself
+    unet_failing_above(algorithm, 0)  # nothing fits: checkpointing next (6 // 2 < 4), then the error itself
     with pytest.warns(UserWarning, match="checkpointing"), pytest.raises(torch.OutOfMemoryError):
         algorithm.update(batches, step=1)
     assert algorithm.ctx.step_options.unet_checkpointing

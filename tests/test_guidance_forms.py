@@ -13,6 +13,7 @@ from ddg_sweep.hparams import GUIDANCE_FORMS, resolve_hparams
 from ddg_sweep.jobs import make_job
 from ddg_sweep.perf import StepOptions
 from ddg_sweep.report.variants import split_rows
+from conftest import unet_failing_above
 
 CPU = torch.device("cpu")
 
@@ -118,25 +119,11 @@ def test_target_form_regresses_on_a_stop_gradient_guided_target(ddg):
         guidance_loss("target", eps_c, eps_neg, eps, w)
 
 
-def _fail_above(algorithm, max_samples):
-    predict_noise = algorithm.sd_teacher.predict_noise
-    calls = []
-
-    def limited(x_t, t, tokens):
-        calls.append(len(x_t))
-        if len(x_t) > max_samples:
-            raise torch.OutOfMemoryError(f"fake: {len(x_t)} samples")
-        return predict_noise(x_t, t, tokens)
-
-    object.__setattr__(algorithm.sd_teacher, "predict_noise", limited)
-    return calls
-
-
 def _target_step(options, max_samples=None):
     torch.manual_seed(0)
     algorithm = build_ddg("tiny", CPU, 4, 32, options, guidance_form="target")  # 12 UNet samples
     algorithm.optimizer.step = lambda: None
-    calls = _fail_above(algorithm, max_samples) if max_samples else []
+    calls = unet_failing_above(algorithm, max_samples) if max_samples else []
     torch.manual_seed(1)
     result = algorithm.update(random_minibatches(algorithm, 4, 3, CPU), step=1)
     grads = torch.cat([p.grad.flatten() for p in algorithm.network.parameters() if p.grad is not None])
