@@ -24,12 +24,12 @@ def records(run_dir):
 def without_timing(record):
     """What a run computed: everything but the wall time and where it was written."""
     args = {k: v for k, v in record["args"].items() if k != "output_dir"}
-    return {k: v for k, v in record.items() if k != "step_time"} | {"args": args}
+    return {k: v for k, v in record.items() if k not in ("step_time", "eval_time")} | {"args": args}
 
 
 def iid_select(recs, test_env):
     """Training-domain validation, as the protocol doc states it, over one run's records."""
-    n_envs = sum(1 for k in recs[0] if k.endswith("_in_acc"))
+    n_envs = sum(1 for k in recs[0] if k.endswith("_out_acc"))
     def val(r):
         return sum(r[f"env{i}_out_acc"] for i in range(n_envs) if i != test_env) / (n_envs - 1)
     best = max(recs, key=val)
@@ -43,13 +43,19 @@ def test_erm_run_writes_domainbed_records(tmp_path):
     recs = records(run_dir)
     assert [r["step"] for r in recs] == [0, 4, 8]
     for r in recs:
-        assert {"args", "hparams", "step", "epoch", "loss", "step_time"} <= set(r)
+        assert {"args", "hparams", "step", "epoch", "loss", "step_time", "eval_time", "eval_images"} <= set(r)
+        last = r is recs[-1]  # the training envs' in splits, read by no selection rule, only at the last
         for i in range(4):
-            assert 0 <= r[f"env{i}_in_acc"] <= 1 and 0 <= r[f"env{i}_out_acc"] <= 1
+            assert 0 <= r[f"env{i}_out_acc"] <= 1
+            assert (f"env{i}_in_acc" in r) == (last or i == 0)
+            assert 0 <= r.get(f"env{i}_in_acc", 0) <= 1
         assert r["args"]["test_envs"] == [0] and r["args"]["dataset"] == "DemoDigits"
         assert r["args"]["trial_seed"] == 0 and r["args"]["holdout_fraction"] == 0.2
         assert r["hparams"]["batch_size"] == 8 and r["hparams"]["lr"] == 1e-3  # the tiny default
     assert recs[1]["epoch"] == pytest.approx(4 / (360 / 8))  # smallest training in-split: 449 - 89
+    sizes = [450, 449, 449, 449]  # DemoDigits' environments; 20 % of each held out
+    assert recs[0]["eval_images"] == sum(int(n * 0.2) for n in sizes) + sizes[0] - int(sizes[0] * 0.2)
+    assert recs[-1]["eval_images"] == sum(sizes)
     assert (run_dir / "done").exists() and (run_dir / "done").stat().st_size == 0
     assert not (run_dir / "checkpoint.pt").exists()
     acc, step = iid_select(recs, 0)
@@ -58,6 +64,16 @@ def test_erm_run_writes_domainbed_records(tmp_path):
                     "--output-dir", run_dir, check=True)
     assert "already done" in again.stdout
     assert records(run_dir) == recs
+
+    everything = tmp_path / "ALL"
+    run_cli(*TRAIN, "--test-envs", "0", "--steps", "9", "--checkpoint-freq", "4", "--eval-all-splits",
+            "--output-dir", everything, check=True)
+    all_splits = records(everything)
+    assert all(f"env{i}_in_acc" in r for r in all_splits for i in range(4))
+    for mine, theirs in zip(recs, all_splits):  # the same numbers wherever both evaluated
+        assert {k: v for k, v in mine.items() if k.endswith("_acc") or k == "loss"} == {
+            k: v for k, v in theirs.items() if k in mine and (k.endswith("_acc") or k == "loss")}
+    assert all_splits[0]["eval_images"] == sum(sizes) and all_splits[0]["args"]["eval_all_splits"]
 
 
 def test_runs_are_deterministic_and_seeds_matter(tmp_path):
@@ -160,3 +176,30 @@ def test_bad_train_input_is_one_line(tmp_path, extra, fragments):
     proc = run_cli(*args)
     assert_one_line_error(proc, *fragments)
     assert not (tmp_path / "RUN" / "results.jsonl").exists()
+
+
+def test_bf16_evaluation_agrees_with_fp32_on_the_tiny_student():
+    """CUDA evaluates under bf16 autocast (evaluate.evaluation_precision); on the tiny student the
+    accuracies agree with fp32 to within a few images (checked here with the CPU's bf16 autocast)."""
+    from ddg_sweep.data.catalog import get_dataset_spec
+    from ddg_sweep.data.demo_digits import demo_data_dir
+    from ddg_sweep.data.folders import read_domain_data
+    from ddg_sweep.data.loaders import eval_loaders, split_environment
+    from ddg_sweep.evaluate import evaluate, evaluation_precision
+    from ddg_sweep.models.student import Classifier
+
+    data = read_domain_data(get_dataset_spec("DemoDigits"), demo_data_dir(), check_images=False)
+    splits = [split_environment(len(s), 0.2, 0, env) for env, s in enumerate(data.environments)]
+    torch.manual_seed(0)
+    student = load_student("clip_vit-b16", tiny_student_path("clip_vit-b16"))
+    network = Classifier(student, torch.nn.Linear(student.n_outputs, 10))
+    loaders = eval_loaders(data.environments, splits, student.image_size, 0)
+    names = ["env0_in", "env1_out"]
+    fp32, loss32 = evaluate(network, loaders, [1, 2, 3], torch.device("cpu"), names)
+    bf16, loss16 = evaluate(network, loaders, [1, 2, 3], torch.device("cpu"), names,
+                            precision=torch.autocast("cpu", dtype=torch.bfloat16))
+    assert set(fp32) == {"env0_in_acc", "env1_out_acc"}
+    for key in fp32:
+        assert abs(fp32[key] - bf16[key]) <= 0.02, (key, fp32[key], bf16[key])
+    assert loss16 == pytest.approx(loss32, rel=0.05)
+    assert type(evaluation_precision(torch.device("cuda"))).__name__ == "autocast"
