@@ -121,9 +121,12 @@ def test_a_bad_image_read_by_a_loader_worker_is_still_one_line(tmp_path):
 
     bad = tmp_path / "bad.jpg"
     _truncated(bad)
-    loader = torch.utils.data.DataLoader(EvalImages([(str(bad), 0)], 16), num_workers=1)
-    with pytest.raises(BadImage) as err:
-        next(iter(loader))
+    batches = iter(torch.utils.data.DataLoader(EvalImages([(str(bad), 0)], 16), num_workers=1))
+    try:
+        with pytest.raises(BadImage) as err:
+            next(batches)
+    finally:
+        batches._shutdown_workers()  # now, not after the 5 s join timeout
     message = str(err.value)
     assert message.startswith(f"image {bad} cannot be read (OSError: image file is truncated") and "\n" not in message
 

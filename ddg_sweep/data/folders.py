@@ -131,7 +131,8 @@ def _warn_missing(data: DomainData) -> None:
     note = data.missing_note
     if note and str(data.root) not in _warned:
         _warned.add(str(data.root))
-        warnings.warn(note, MissingClassesWarning, stacklevel=3)
+        # explicit, with no source file: printed as one line, not followed by a line of code
+        warnings.warn_explicit(note, MissingClassesWarning, filename="ddg_sweep.data", lineno=0)
 
 
 def check_dataset(spec: DatasetSpec, data_dir) -> list[str]:
