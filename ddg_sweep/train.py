@@ -93,7 +93,7 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
 
     from ddg_sweep.algorithms import get_algorithm_class
     from ddg_sweep.algorithms.base import RunContext
-    from ddg_sweep.data.loaders import eval_loaders, split_environment, train_loaders
+    from ddg_sweep.data.loaders import eval_loaders, loader_workers, split_environment, train_loaders
     from ddg_sweep.evaluate import evaluate, evaluated_splits, timed_evaluate
     from ddg_sweep.models.paths import resolve_model_paths
     from ddg_sweep.swad import SWAD, recompute_batchnorm
@@ -151,10 +151,13 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
         say(f"training {config.algorithm} on {config.dataset}, test envs {list(config.test_envs)}, "
             f"{config.steps} steps, device {device}")
 
-    num_workers = config.num_workers if config.num_workers is not None else (0 if spec.builtin else 4)
+    if config.num_workers is not None or spec.builtin:  # --num-workers per loader; none for DemoDigits
+        train_workers = eval_workers = config.num_workers or 0
+    else:  # from the CPUs this process may use (a trial: --cpus-per-trial, set by the trainable)
+        train_workers, eval_workers = loader_workers(torch.get_num_threads(), len(train_envs))
     loaders = train_loaders(data.environments, splits, train_envs, hp["batch_size"], image_size,
-                            config.seed, start_step, config.steps, num_workers, spec.horizontal_flip)
-    evaluation = eval_loaders(data.environments, splits, image_size, num_workers)
+                            config.seed, start_step, config.steps, train_workers, spec.horizontal_flip)
+    evaluation = eval_loaders(data.environments, splits, image_size, eval_workers)
     split_sizes = {f"env{env}_{part}": len(getattr(split, f"{part}_idx"))
                    for env, split in enumerate(splits) for part in ("in", "out")}
     steps_per_epoch = min(len(splits[e].in_idx) for e in train_envs) / hp["batch_size"]

@@ -71,8 +71,8 @@ def test_small_eval_sets_are_decoded_once_and_replayed_unchanged(monkeypatch):
     data = read_domain_data(DATASETS["DemoDigits"], demo_data_dir())
     splits = [split_environment(len(e), 0.2, 0, i) for i, e in enumerate(data.environments)]
     decoded = []
-    original = loaders_module.ImageSamples.__getitem__
-    monkeypatch.setattr(loaders_module.ImageSamples, "__getitem__",
+    original = loaders_module.EvalImages.__getitem__
+    monkeypatch.setattr(loaders_module.EvalImages, "__getitem__",
                         lambda self, item: decoded.append(item) or original(self, item))
     kept = eval_loaders(data.environments, splits, 32, num_workers=0)
     first = [(name, [x.clone() for x, _ in loader]) for name, loader in kept]

@@ -97,8 +97,8 @@ def register(subparsers) -> None:
                         help="fraction of each environment held out for validation (default 0.2)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="data loader workers per environment (default: 0 for DemoDigits, 4 for datasets "
-                             "read from disk)")
+                        help="workers of each training loader and of the evaluation pool (default: 0 for "
+                             "DemoDigits; else from the CPUs this process may use, ddg_sweep/data/loaders.py)")
     add_location_flags(parser)
     add_hparam_flags(parser)
     parser.set_defaults(func=main)
