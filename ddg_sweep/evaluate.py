@@ -23,8 +23,9 @@ def split_names(n_envs: int) -> list[str]:
 
 def selection_splits(n_envs: int, test_envs) -> list[str]:
     """The splits a selection rule reads (see the module docstring), in record order."""
-    return [name for name in split_names(n_envs)
-            if name.endswith("_out") or int(name[3:].split("_")[0]) in set(test_envs)]
+    tested = set(test_envs)
+    return [f"env{env}_{part}" for env in range(n_envs) for part in ("in", "out")
+            if part == "out" or env in tested]
 
 
 def evaluated_splits(n_envs: int, test_envs, last_checkpoint: bool, eval_all_splits: bool = False) -> list[str]:
@@ -47,8 +48,7 @@ def evaluate(network, loaders, train_envs, device, splits=None, precision=None) 
     """({"env{i}_{in,out}_acc": fraction}, mean cross-entropy over training envs' out splits).
 
     `splits`: the names to evaluate (default every loader's); `precision`: a context manager
-    for the forward passes (default `evaluation_precision(device)`). The record also gets
-    `eval_time` (seconds) and `eval_images` through `timed_evaluate`."""
+    for the forward passes (default `evaluation_precision(device)`)."""
     was_training = network.training
     network.eval()
     accuracies = {}

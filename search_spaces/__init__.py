@@ -169,19 +169,23 @@ def load_space(name_or_file: str, kind: str = "space") -> Callable[[SpaceOptions
                     "or pass a .py or .json space file")
 
 
+def _declared(name_or_file: str, kind: str, attribute: str, key: str, default):
+    """What a space declares beside its jobs: a module's `attribute`, a JSON file's `key`."""
+    load_space(name_or_file, kind)  # the same one-line errors for a missing or broken file
+    path = Path(name_or_file)
+    if name_or_file in SPACES:
+        module = importlib.import_module(f"search_spaces.{MODULES.get(name_or_file, name_or_file)}")
+        return getattr(module, attribute, default)
+    if path.suffix == ".py":
+        return getattr(_python_module(path.resolve()), attribute, default)
+    return json.loads(path.read_text()).get(key, default)
+
+
 def space_ranges(name_or_file: str, kind: str = "space") -> dict:
     """{hparam: Distribution} a space lets a search draw from; {} for a space of fixed jobs."""
     from ddg_sweep.search.distributions import as_distribution
 
-    load_space(name_or_file, kind)  # the same one-line errors for a missing or broken file
-    path = Path(name_or_file)
-    if name_or_file in SPACES:
-        raw = getattr(importlib.import_module(f"search_spaces.{MODULES.get(name_or_file, name_or_file)}"),
-                      "SEARCH", {})
-    elif path.suffix == ".py":
-        raw = getattr(_python_module(path.resolve()), "SEARCH", {})
-    else:
-        raw = json.loads(path.read_text()).get("search", {})
+    raw = _declared(name_or_file, kind, "SEARCH", "search", {})
     where = f"{kind} {name_or_file}"
     if not isinstance(raw, dict) or not all(isinstance(name, str) for name in raw):
         raise UserError(f"{where}: its search ranges must be a mapping from hyperparameter name to range")
@@ -198,15 +202,7 @@ def space_rows(name_or_file: str, kind: str = "space") -> tuple[str, ...]:
     """The hparams a space's table rows are split by (its variants), () for most spaces."""
     from ddg_sweep.report.variants import check_rows_by
 
-    load_space(name_or_file, kind)
-    path = Path(name_or_file)
-    if name_or_file in SPACES:
-        raw = getattr(importlib.import_module(f"search_spaces.{MODULES.get(name_or_file, name_or_file)}"),
-                      "ROWS", ())
-    elif path.suffix == ".py":
-        raw = getattr(_python_module(path.resolve()), "ROWS", ())
-    else:
-        raw = json.loads(path.read_text()).get("rows", [])
+    raw = _declared(name_or_file, kind, "ROWS", "rows", ())
     if isinstance(raw, str) or not all(isinstance(name, str) for name in raw):
         raise UserError(f"{kind} {name_or_file}: its rows must be a list of hyperparameter names")
     try:

@@ -58,14 +58,10 @@ def separate_guidance_eps(predict_noise: Callable, x_t: torch.Tensor, t: torch.T
     return (predict_noise(x_t, t, cond), *eps_frozen)
 
 
-# Stage II's guidance forms (docs/method.md, "Guidance forms"). All three are plain diffusion
-# distillation || eps_c - eps ||^2 at w = 1.
-# (the names live in ddg_sweep/hparams.py, which imports no torch)
-
-
 def guidance_loss(form: str, eps_cond: torch.Tensor, eps_neg: torch.Tensor, eps: torch.Tensor, scale: float,
                   eps_label: torch.Tensor | None = None) -> torch.Tensor:
-    """L_diff of one guidance form; eps_neg (the domain-style prediction) and eps_label carry no gradient.
+    """L_diff of one guidance form (docs/method.md, "Guidance forms"; the names: hparams.GUIDANCE_FORMS);
+    eps_neg (the domain-style prediction) and eps_label carry no gradient.
 
     At w = 1 every form is plain distillation || eps_c - eps ||^2, and eps_neg may be None (the
     caller then skips its UNet pass).
@@ -87,7 +83,7 @@ def guidance_loss(form: str, eps_cond: torch.Tensor, eps_neg: torch.Tensor, eps:
         return diffusion_loss(guided_eps(eps_cond, eps_neg, 1.0 / scale), eps)
     if eps_label is None:
         raise ValueError("guidance form 'target' needs eps_label, the prediction under the label's prompt")
-    target = eps.float() + (scale - 1.0) * (eps_label.float() - eps_neg.float())
+    target = eps.float() + (scale - 1.0) * (eps_label - eps_neg)
     return diffusion_loss(eps_cond, target.detach())
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ddg_sweep.hparams import GUIDANCE_FORMS
 from ddg_sweep.report.plots import mean_and_sem, safe_name, save
 
 SWEPT_HPARAMS = ("lmd", "cfg_scale", "stage1_steps", "guidance_form")
-CATEGORIES = {"guidance_form": ("prediction", "target", "interpolate")}  # hparams.GUIDANCE_FORMS' order
+CATEGORIES = {"guidance_form": GUIDANCE_FORMS}  # categorical hparams, drawn in this order
 MIN_SPAN = 20.0  # accuracy points on the y-axis at the least
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ddg_sweep.errors import UserError
+from ddg_sweep.hparams import ADDED_LATER, BY_NAME
 
 # How a variant hparam is written in a row's name; others are written name=value.
 SHORT_NAMES = {"guidance_form": "", "cfg_scale": "w="}
@@ -26,8 +27,6 @@ def _written(name: str, value) -> str:
 
 
 def check_rows_by(rows_by) -> tuple[str, ...]:
-    from ddg_sweep.hparams import BY_NAME
-
     names = tuple(rows_by or ())
     unknown = [name for name in names if name not in BY_NAME]
     if unknown:
@@ -45,8 +44,6 @@ def split_rows(frame: pd.DataFrame, rows_by) -> pd.DataFrame:
     columns = [f"hp_{name}" for name in names if f"hp_{name}" in frame]
     if not columns:
         return frame
-    from ddg_sweep.hparams import ADDED_LATER, BY_NAME
-
     keys = frame[columns].astype(object).where(frame[columns].notna(), None)
     labels = []
     for algorithm, values in zip(base.to_numpy(), keys.itertuples(index=False, name=None)):
