@@ -74,8 +74,9 @@ def load_clip_teacher(name_or_path: str, flag: str = "--clip-path") -> CLIPTeach
 
     what = "CLIP teacher (image and text towers)"
     check_model_kind(name_or_path, {"clip"}, what, flag)
-    model = load_pretrained(transformers.CLIPModel.from_pretrained, name_or_path, what, flag)
+    model = load_pretrained(transformers.CLIPModel.from_pretrained, name_or_path, what, flag,
+                            ignore_mismatched_sizes=True)  # reported, then refused (hub.load_pretrained)
     tokenizer = load_pretrained(transformers.CLIPTokenizer.from_pretrained, name_or_path,
-                                "CLIP teacher tokenizer", flag)
+                                "CLIP teacher tokenizer", flag, weights=False)
     tokenizer.model_max_length = min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
     return CLIPTeacher(model, tokenizer)

@@ -7,6 +7,7 @@ ever downloaded at run time.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +22,9 @@ PAPER_MODELS = {
     "stable_diffusion": "CompVis/stable-diffusion-v1-4",
 }
 
+log = logging.getLogger("ddg_sweep.models")
+_REPORTED: set = set()  # (what, source, unused keys) already logged by this process
+
 
 def _read_config(path: Path, subfolder: str | None, config_name: str) -> dict | None:
     config = path / subfolder / config_name if subfolder else path / config_name
@@ -32,27 +36,54 @@ def _read_config(path: Path, subfolder: str | None, config_name: str) -> dict | 
         raise UserError(f"{config} is not a readable JSON config; re-download or rebuild that model") from None
 
 
-def check_model_kind(name_or_path: str, accepted: set[str], what: str, flag: str,
-                     subfolder: str | None = None, key: str = "model_type",
-                     config_name: str = "config.json") -> None:
-    """If the model is a local folder, check its config names a model of the right kind."""
+def model_folder(name_or_path: str) -> Path | None:
+    """A local folder as given, or a hub id's snapshot in the local cache; None if neither exists."""
     path = Path(name_or_path).expanduser()
-    if not path.exists():
-        return  # a hub id: resolved from the cache by from_pretrained
+    return path if path.exists() else cached_snapshot(name_or_path)
+
+
+def not_cached_message(what: str, repo_id: str, flag: str) -> str:
+    return (f"{what} {repo_id!r} is not in the local Hugging Face cache and nothing is downloaded "
+            f"at run time: run `huggingface-cli download {repo_id}` on a machine with internet "
+            f"(copy the cache here), or point {flag} at a local folder")
+
+
+def model_kind_problem(name_or_path: str, accepted: set[str], what: str, flag: str,
+                       subfolder: str | None = None, key: str = "model_type",
+                       config_name: str = "config.json") -> str | None:
+    """What is wrong with the config of a folder or cached hub id (None: the right kind, or not found)."""
+    path = model_folder(name_or_path)
+    if path is None:
+        return None  # not found: the loader and the preflight say so in their own words
     if not path.is_dir():
-        raise UserError(f"{what} path {path} is not a folder; point {flag} at a model folder")
-    config = _read_config(path, subfolder, config_name)
+        return f"{what} path {path} is not a folder; point {flag} at a model folder"
+    try:
+        config = _read_config(path, subfolder, config_name)
+    except UserError as err:
+        return str(err)
     if config is None:
         where = path / subfolder if subfolder else path
-        raise UserError(f"{where} has no {config_name}: it is not a saved {what}; point {flag} at one")
+        return f"{where} has no {config_name}: it is not a saved {what}; point {flag} at one"
     kind = config.get(key)
     if kind not in accepted:
-        raise UserError(f"{path} holds a {kind!r} model, not a {what} ({' or '.join(sorted(accepted))}); "
-                        f"point {flag} at the right folder")
+        return (f"{name_or_path} holds a {kind!r} model, not a {what} ({' or '.join(sorted(accepted))}); "
+                f"point {flag} at the right folder or hub id")
+    return None
+
+
+def check_model_kind(name_or_path: str, accepted: set[str], what: str, flag: str, **where) -> None:
+    """`model_kind_problem` as a UserError."""
+    problem = model_kind_problem(name_or_path, accepted, what, flag, **where)
+    if problem:
+        raise UserError(problem)
 
 
 def quiet_hf_logging() -> None:
-    """Progress bars and load reports would drown a sweep's logs."""
+    """Progress bars off and the libraries' chatter down to errors: a sweep's logs stay readable.
+
+    This hides the libraries' own load reports, so `load_pretrained` reads every report itself:
+    missing weights fail, unused ones are logged.
+    """
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -66,22 +97,75 @@ def quiet_hf_logging() -> None:
         pass
 
 
-def load_pretrained(loader: Callable, name_or_path: str, what: str, flag: str, **kwargs):
-    """`loader(name_or_path, local_files_only=True, **kwargs)` with a friendly error."""
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The folder of `repo_id`'s `main` snapshot in the local Hugging Face cache, or None."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return None
+
+
+def _listed(keys, limit: int = 4) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def missing_weights_message(what: str, source: str, flag: str, missing, mismatched=()) -> str:
+    problem = []
+    if missing:
+        problem.append(f"lacks {len(missing)} weight(s) the model needs ({_listed(missing)})")
+    if mismatched:
+        problem.append(f"has {len(mismatched)} of the wrong shape ({_listed(mismatched)})")
+    return (f"{what} checkpoint {source} {' and '.join(problem)}: they would be randomly initialised; "
+            f"re-download it or point {flag} at a complete model")
+
+
+def check_loading_info(info: dict, what: str, source: str, flag: str) -> None:
+    """Missing or mis-shaped weights are an error (they would be random); unused ones are logged once."""
+    missing = set(info.get("missing_keys") or ())
+    mismatched = {entry[0] if isinstance(entry, (tuple, list)) else entry
+                  for entry in info.get("mismatched_keys") or ()}
+    if missing or mismatched:
+        raise UserError(missing_weights_message(what, source, flag, missing, mismatched))
+    unexpected = frozenset(info.get("unexpected_keys") or ())
+    if unexpected and (what, source, unexpected) not in _REPORTED:
+        _REPORTED.add((what, source, unexpected))
+        log.warning("%s: %d checkpoint weight(s) of %s are not used by the model (%s); expected when a "
+                    "classification head or the other CLIP tower is dropped", what, len(unexpected), source,
+                    _listed(unexpected))
+
+
+def load_pretrained(loader: Callable, name_or_path: str, what: str, flag: str, weights: bool = True, **kwargs):
+    """`loader(name_or_path, local_files_only=True, **kwargs)` with one-line errors.
+
+    weights: the loader builds a model from a checkpoint (not a tokenizer or scheduler), whose
+    loading report is checked by `check_loading_info`. Transformers models need
+    `ignore_mismatched_sizes=True` from the caller: transformers then reports wrong shapes
+    instead of raising a RuntimeError that names none (diffusers raises a ValueError naming them).
+    """
     quiet_hf_logging()
     path = Path(name_or_path).expanduser()
-    source = str(path) if path.exists() else name_or_path
-    if not path.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
+    is_folder = path.exists()
+    source = str(path) if is_folder else name_or_path
+    if not is_folder and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
         raise UserError(f"{what} folder {name_or_path} does not exist; point {flag} at a saved model folder")
+    if not is_folder and cached_snapshot(name_or_path) is None:
+        raise UserError(not_cached_message(what, name_or_path, flag))
     try:
-        return loader(source, local_files_only=True, **kwargs)
+        loaded = loader(source, local_files_only=True, **({"output_loading_info": True} if weights else {}),
+                        **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:
-        if path.exists():
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"could not load {what} from {path}: {first}; point {flag} at a complete "
-                            "saved model folder") from None
-        raise UserError(
-            f"{what} {name_or_path!r} is not in the local Hugging Face cache and nothing is downloaded "
-            f"at run time: run `huggingface-cli download {name_or_path}` on a machine with internet "
-            f"(copy the cache here), or point {flag} at a local folder"
-        ) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        where = path if is_folder else f"{name_or_path!r} (local Hugging Face cache)"
+        fix = f"point {flag} at a complete saved model folder" if is_folder else \
+            f"re-download it (`huggingface-cli download {name_or_path}`) or point {flag} at a local folder"
+        raise UserError(f"could not load {what} from {where}: {first}; {fix}") from None
+    if not weights:
+        return loaded
+    model, info = loaded
+    check_loading_info(info, what, source, flag)
+    return model

@@ -36,27 +36,39 @@ def paper_arch_clip_teacher():
     return CLIPTeacher(transformers.CLIPModel(config), tiny_clip_tokenizer())
 
 
-def paper_arch_sd_teacher():
-    import transformers
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+def paper_arch_unet():
+    """SD v1.4's UNet (unet/config.json), random weights."""
+    from diffusers import UNet2DConditionModel
 
-    from ddg_sweep.models.sd_teacher import SDTeacher
-    from ddg_sweep.models.tiny import SD_SCHEDULE, tiny_clip_tokenizer
-
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
         block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     )
-    vae = AutoencoderKL(
+
+
+def paper_arch_vae():
+    """SD v1.4's VAE (vae/config.json), random weights."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
         block_out_channels=(128, 256, 512, 512), sample_size=512,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
     )
+
+
+def paper_arch_sd_teacher():
+    import transformers
+    from diffusers import DDPMScheduler
+
+    from ddg_sweep.models.sd_teacher import SDTeacher
+    from ddg_sweep.models.tiny import SD_SCHEDULE, tiny_clip_tokenizer
+
     text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(**SD_TEXT))
     alphas_cumprod = DDPMScheduler(**SD_SCHEDULE).alphas_cumprod
-    return SDTeacher(vae, unet, text_encoder, tiny_clip_tokenizer(), alphas_cumprod)
+    return SDTeacher(paper_arch_vae(), paper_arch_unet(), text_encoder, tiny_clip_tokenizer(), alphas_cumprod)
 
 
 def parameter_count(module: torch.nn.Module) -> int:

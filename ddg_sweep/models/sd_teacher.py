@@ -96,7 +96,10 @@ def load_sd_teacher(name_or_path: str, flag: str = "--sd-path") -> SDTeacher:
     for name, loader in (("vae", AutoencoderKL), ("unet", UNet2DConditionModel),
                          ("text_encoder", transformers.CLIPTextModel), ("tokenizer", transformers.CLIPTokenizer),
                          ("scheduler", DDPMScheduler)):
-        parts[name] = load_pretrained(loader.from_pretrained, name_or_path, f"{what} {name}", flag, subfolder=name)
+        # SD v1.4 ships a PNDM scheduler config; DDG only reads its training noise schedule
+        kwargs = {"ignore_mismatched_sizes": True} if name == "text_encoder" else {}  # see load_pretrained
+        parts[name] = load_pretrained(loader.from_pretrained, name_or_path, f"{what} {name}", flag,
+                                      weights=name not in ("tokenizer", "scheduler"), subfolder=name, **kwargs)
     scheduler = parts["scheduler"]
     if scheduler.config.prediction_type != "epsilon":
         raise UserError(f"{name_or_path} predicts {scheduler.config.prediction_type!r}, not epsilon; "

@@ -50,6 +50,7 @@ def load_student(backbone: str, name_or_path: str, flag: str = "--student-path")
     class_name, accepted = BACKBONE_CLASSES[backbone]
     check_model_kind(name_or_path, accepted, f"{backbone} student backbone", flag)
     kwargs = {"add_pooling_layer": False} if backbone == "vit-base" else {}
+    kwargs["ignore_mismatched_sizes"] = True  # reported, then refused (hub.load_pretrained)
     model = load_pretrained(getattr(transformers, class_name).from_pretrained, name_or_path,
                             f"{backbone} student backbone", flag, **kwargs)
     return Student(backbone, model)
