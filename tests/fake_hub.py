@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -270,3 +271,40 @@ def build_fake_hub(cache: Path) -> dict[str, dict]:
         files = dict(files, **{name: _safetensors(tensors) for name, tensors in weights.items()})
         built[repo_id] = {"snapshot": write_repo(cache, repo_id, files), "weights": weights}
     return built
+
+
+PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+PACS_ENVS = ("art_painting", "cartoon", "photo", "sketch")
+SIZES = ((227, 227), (500, 400), (227, 227), (1024, 768))  # PACS's own size, and larger photos
+
+
+def broken_copy(cache: Path, target: Path, repo_id: str, weights_file: str, drop: str) -> Path:
+    """A copy of the cache whose `repo_id` checkpoint lacks the tensor `drop`."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(cache, target, symlinks=True)
+    snapshot = next((repo_folder(target, repo_id) / "snapshots").iterdir())
+    path = snapshot / weights_file
+    tensors = load_file(path)
+    del tensors[drop]
+    path.unlink()  # a link into blobs/: replace the link, not the blob other snapshots share
+    save_file(tensors, path, metadata={"format": "pt"})
+    return target
+
+
+def write_fake_pacs(root: Path) -> None:
+    """PACS's layout, 2 JPEGs per class and environment; two of them 2048x1536."""
+    import numpy as np
+    from PIL import Image
+
+    for e, env in enumerate(PACS_ENVS):
+        for c, name in enumerate(PACS_CLASSES):
+            folder = root / "PACS" / env / name
+            folder.mkdir(parents=True)
+            for i in range(2):
+                n = (e * 7 + c) * 2 + i
+                width, height = (2048, 1536) if n in (5, 40) else SIZES[n % len(SIZES)]
+                ramp = np.linspace(0, 1, width)[None, :, None] * np.linspace(1, 0, height)[:, None, None]
+                colour = np.array([(c * 37) % 256, (e * 61) % 256, (n * 13) % 256])
+                pixels = (ramp * colour + (1 - ramp) * (255 - colour)).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{n:03d}.jpg", quality=90)

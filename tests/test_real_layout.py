@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +19,9 @@ import torch
 from ddg_sweep.errors import UserError
 from ddg_sweep.hparams import BACKBONES, resolve_hparams
 from ddg_sweep.models.hub import PAPER_MODELS
-from fake_hub import _old_attention_name, build_fake_hub, repo_folder
+from fake_hub import _old_attention_name, broken_copy, build_fake_hub, write_fake_pacs
 
 pytestmark = pytest.mark.xdist_group("real_layout")
-PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
-PACS_ENVS = ("art_painting", "cartoon", "photo", "sketch")
-SIZES = ((227, 227), (500, 400), (227, 227), (1024, 768))  # PACS's own size, and larger photos
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +35,6 @@ def hub(tmp_path_factory):
         patch.setattr(hf, "HF_HUB_CACHE", str(cache))
         patch.setattr(hf, "HF_HUB_OFFLINE", True)
         yield cache, built
-
-
-def broken_copy(cache: Path, target: Path, repo_id: str, weights_file: str, drop: str) -> Path:
-    """A copy of the cache whose `repo_id` checkpoint lacks the tensor `drop`."""
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(cache, target, symlinks=True)
-    snapshot = next((repo_folder(target, repo_id) / "snapshots").iterdir())
-    path = snapshot / weights_file
-    tensors = load_file(path)
-    del tensors[drop]
-    path.unlink()  # a link into blobs/: replace the link, not the blob other snapshots share
-    save_file(tensors, path, metadata={"format": "pt"})
-    return target
 
 
 def assert_weights_equal(model, saved: dict, prefix: str = "") -> None:
@@ -147,24 +129,6 @@ def test_a_removed_tensor_is_a_one_line_error_at_load_and_in_preflight(hub, tmp_
     assert "\n" not in message and PAPER_MODELS[repo_key] in message
     assert f"lacks 1 weight(s) the model needs ({named})" in message
     assert problems == [message]  # the preflight says exactly what loading would
-
-
-def write_fake_pacs(root: Path) -> None:
-    """PACS's layout, 2 JPEGs per class and environment; two of them 2048x1536."""
-    import numpy as np
-    from PIL import Image
-
-    for e, env in enumerate(PACS_ENVS):
-        for c, name in enumerate(PACS_CLASSES):
-            folder = root / "PACS" / env / name
-            folder.mkdir(parents=True)
-            for i in range(2):
-                n = (e * 7 + c) * 2 + i
-                width, height = (2048, 1536) if n in (5, 40) else SIZES[n % len(SIZES)]
-                ramp = np.linspace(0, 1, width)[None, :, None] * np.linspace(1, 0, height)[:, None, None]
-                colour = np.array([(c * 37) % 256, (e * 61) % 256, (n * 13) % 256])
-                pixels = (ramp * colour + (1 - ramp) * (255 - colour)).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{n:03d}.jpg", quality=90)
 
 
 @pytest.mark.slow

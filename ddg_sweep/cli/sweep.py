@@ -134,12 +134,14 @@ def run_plan(args) -> int:
     for job in jobs:
         validate_job(job, args.output_dir, _locations(args), need_data=False)
     searches = searches_for(args, jobs, options)
+    problems = _plan_problems(jobs, args)
     if searches:
         print_search_plan(searches, options, args.output_dir, args.format)
+        _print_problems(problems, jobs, args)
         return 0
     plan = build_plan(jobs, args.output_dir)
     if args.format == "json":
-        print(json.dumps(plan.to_json(), indent=1))
+        print(json.dumps(plan.to_json() | {"problems": problems}, indent=1))
         return 0
     print(f"{'job_id':20}  {'algorithm':9} {'dataset':14} {'test_envs':9} {'trial':>5} {'hp':>3}  state")
     for job in jobs:
@@ -147,7 +149,30 @@ def run_plan(args) -> int:
               f"{job.trial_seed:>5} {job.hparams_seed:>3}  {plan.states[job.job_id]}")
     _print_counts(plan.counts())
     print(f"estimated GPU-hours left: {plan.gpu_hours:.1f}, {estimate_basis(plan)}")
+    _print_problems(problems, jobs, args)
     return 0
+
+
+def _plan_problems(jobs, args) -> list[str]:
+    """What the sweep's preflight would refuse; the datasets only when --data-dir is given."""
+    from ddg_sweep.preflight import sweep_problems
+
+    locations = _locations(args)
+    return sweep_problems(jobs, locations, with_data="data_dir" in locations)
+
+
+def _print_problems(problems: list[str], jobs, args) -> None:
+    if args.format == "json":
+        return
+    if not problems:
+        if not args.data_dir and all(job.hparams.get("models") == "tiny" for job in jobs):
+            return  # nothing to check: the tiny models and DemoDigits are built by the sweep
+        checked = "the models and data" if args.data_dir else "the models (datasets: give --data-dir)"
+        print(f"preflight: no problem with {checked}")
+        return
+    print(f"preflight: {len(problems)} problem(s) a sweep would refuse:")
+    for line in problems:
+        print(f"  {line}")
 
 
 def _print_counts(counts: dict) -> None:
@@ -216,6 +241,9 @@ def _sweep(args):
         validate_job(job, args.output_dir, _locations(args), need_data=True)
     searches = searches_for(args, jobs, options)
     say = lambda line: print(line, flush=True)  # noqa: E731
+    from ddg_sweep.preflight import preflight
+
+    preflight(jobs, _locations(args), say=say)  # every model and dataset, before any cluster or GPU
     if searches:
         from trainables.search_runner import run_search
 
