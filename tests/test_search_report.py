@@ -114,10 +114,11 @@ def test_search_trials_importance_and_plots(sweep):
 
 
 def test_search_plot_titles_name_the_objective(sweep):
-    from ddg_sweep.report.search_plots import _title
+    from ddg_sweep.report.plots.search_plots import _title
 
     out, _, _ = sweep
     table = pd.read_parquet(out / "aggregate" / "search_trials.parquet")
     assert "ORACLE" in _title(table[table["metric"] == "oracle"], "x")
     assert "ORACLE" not in _title(table[table["metric"] == "val_acc"], "x")
     assert "training-domain validation" in _title(table[table["metric"] == "val_acc"], "x")
+

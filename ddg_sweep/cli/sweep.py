@@ -235,8 +235,8 @@ def run_full_benchmark(args) -> int:
     result = _sweep(args)
     out = Path(args.output_dir)
     from ddg_sweep.report.aggregate import aggregate
-    from ddg_sweep.report.plots import make_plots
-    from ddg_sweep.report.tables import write_tables
+    from ddg_sweep.report.plots.figures import make_plots
+    from ddg_sweep.report.render.tables import write_tables
 
     from search_spaces import space_rows
 
