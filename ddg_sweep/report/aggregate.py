@@ -2,7 +2,7 @@
 
 The report's stages, in order: `read/` (run folders -> records), `select/` (model
 selection -> table cells), `render/` (tables), `plots/` (figures); this module runs the
-first two and writes their results (aggregate_folder.py) and tables.txt.
+first two and writes their results (aggregate_folder.py), then renders tables.txt.
 `aggregate(input_dir, output_dir)` writes records.parquet, swad.parquet (when any run has
 a swad.json), selected.parquet, table.parquet, summary.json and tables.txt (DomainBed's
 collect_results text). Formats are in docs/report.md.
@@ -10,6 +10,7 @@ collect_results text). Formats are in docs/report.md.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ from ddg_sweep.data.catalog import DATASETS
 from ddg_sweep.report import aggregate_folder
 from ddg_sweep.report.read.records import read_sweep_records
 from ddg_sweep.report.read.search_runs import search_trials, tag_search_runs
-from ddg_sweep.report.render.tables import render_domainbed_text, visible
+from ddg_sweep.report.render.tables import render_domainbed_text, table_files, visible, write_table_files
 from ddg_sweep.report.select.cells import cell_table
 from ddg_sweep.report.select.rules import SELECTION_ORDER, select_all
 from ddg_sweep.report.select.variants import check_rows_by, split_rows
@@ -57,11 +58,34 @@ def environment_names(records: pd.DataFrame, full: bool = False) -> dict[str, li
     return names
 
 
-def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False,
-              cache: bool = True, rows_by=()) -> dict:
-    """Aggregate a sweep folder into `output_dir`; returns the summary dict. `cache`: use and
-    update the cache of parsed runs in `output_dir`/.parsed (read/parsing.py). `rows_by`:
-    hparams whose values make rows of their own (select/variants.py)."""
+@dataclass
+class Aggregate:
+    """What `make_aggregate` computed and wrote, kept so that every table renders from it once."""
+
+    agg_dir: Path
+    table: pd.DataFrame  # table.parquet
+    selected: pd.DataFrame  # selected.parquet
+    summary: dict  # summary.json
+    parse_cache_note: str | None = None
+
+    def write_tables(self, out_dir=None, formats=(), include_search: bool = False) -> list[Path]:
+        """One rendering pass: AGG/tables.txt (DomainBed's text; protocol rows only, as `tables`)
+        and, with `out_dir`, OUT/tables/<selection>.<ext> and paper.<ext> per format (a
+        search's rows with `include_search`); returns the OUT/tables files written."""
+        aggregate_folder.atomic_write_text(self.agg_dir / aggregate_folder.TABLES_TXT,
+                                 render_domainbed_text(self.table, visible(self.summary, include_search=False)))
+        if out_dir is None:
+            return []
+        return write_table_files(out_dir, table_files(self.table, self.summary, self.selected, formats,
+                                                      include_search))
+
+
+def make_aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False,
+                   cache: bool = True, rows_by=()) -> Aggregate:
+    """Read a sweep, select models and write the aggregate folder's data files (all but
+    tables.txt: `Aggregate.write_tables`). `cache`: use and update the cache of parsed runs in
+    `output_dir`/.parsed (read/parsing.py). `rows_by`: hparams whose values make rows of
+    their own (select/variants.py)."""
     rows_by = check_rows_by(rows_by)
 
     sweep = read_sweep_records(input_dir, include_unfinished=include_unfinished,
@@ -107,6 +131,15 @@ def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_s
         (output_dir / aggregate_folder.SEARCH_TRIALS_PARQUET).unlink(missing_ok=True)
     aggregate_folder.atomic_write_text(output_dir / aggregate_folder.SUMMARY_JSON,
                                        json.dumps(summary, indent=2) + "\n")
-    aggregate_folder.atomic_write_text(output_dir / aggregate_folder.TABLES_TXT,  # protocol rows only, as `tables`
-                                       render_domainbed_text(table, visible(summary, include_search=False)))
-    return {**summary, "parse_cache_note": sweep.cache["note"]} if sweep.cache else summary
+    return Aggregate(output_dir, table, selected, summary, sweep.cache["note"] if sweep.cache else None)
+
+
+def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False,
+              cache: bool = True, rows_by=()) -> dict:
+    """Aggregate a sweep folder into `output_dir`, tables.txt included (make_aggregate's
+    arguments); returns the summary dict, with `parse_cache_note` when the cache was used."""
+    made = make_aggregate(input_dir, output_dir, include_unfinished, include_stopped, cache, rows_by)
+    made.write_tables()
+    if "parse_cache" in made.summary:
+        return {**made.summary, "parse_cache_note": made.parse_cache_note}
+    return made.summary

@@ -3,6 +3,7 @@
 The text format is byte-for-byte what DomainBed's collect_results prints. A
 missing cell is `X`, and a row average with a missing cell is `X` too. Markdown and
 LaTeX (booktabs) carry notes under each table (notes.py) saying what its marks mean.
+`table_files` renders every file of `OUT/tables/` in one pass.
 """
 from __future__ import annotations
 
@@ -278,19 +279,28 @@ def render(table, summary, fmt: str, selections=None, selected=None, include_sea
     return "".join(parts)
 
 
-def write_tables(agg_dir, out_dir, formats=("markdown", "latex"), include_search: bool = False) -> list[Path]:
-    """Write OUT/tables/<selection>.<ext> and OUT/tables/paper.<ext> for each format."""
-    table, summary = aggregate_folder.load_aggregate(agg_dir)
+def table_files(table, summary, selected, formats=("markdown", "latex"), include_search: bool = False
+                ) -> dict[str, str]:
+    """{file name in OUT/tables/: its text}: each selection's tables and the paper's, per format."""
     summary = visible(summary, include_search)
-    selected = aggregate_folder.load_selected(agg_dir)
     selections = _default_selections(summary)
-    folder = Path(out_dir) / "tables"
-    written = []
+    texts = {}
     for fmt in formats:
         ext = FORMATS[check_format(fmt)]
         for selection in selections:
-            written.append(aggregate_folder.atomic_write_text(
-                folder / f"{selection}{ext}", render_selection(table, summary, selection, fmt, selected)))
-        written.append(aggregate_folder.atomic_write_text(
-            folder / f"paper{ext}", render_paper(table, summary, selections, fmt)))
-    return written
+            texts[f"{selection}{ext}"] = render_selection(table, summary, selection, fmt, selected)
+        texts[f"paper{ext}"] = render_paper(table, summary, selections, fmt)
+    return texts
+
+
+def write_table_files(out_dir, texts: dict[str, str]) -> list[Path]:
+    folder = Path(out_dir) / "tables"
+    return [aggregate_folder.atomic_write_text(folder / name, text) for name, text in texts.items()]
+
+
+def write_tables(agg_dir, out_dir, formats=("markdown", "latex"), include_search: bool = False) -> list[Path]:
+    """Write OUT/tables/<selection>.<ext> and OUT/tables/paper.<ext> for each format, from an
+    aggregate folder."""
+    table, summary = aggregate_folder.load_aggregate(agg_dir)
+    selected = aggregate_folder.load_selected(agg_dir)
+    return write_table_files(out_dir, table_files(table, summary, selected, formats, include_search))
