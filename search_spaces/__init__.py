@@ -6,7 +6,7 @@ the jobs to `--datasets`, `--algorithms`, `--test-envs` and `--trial-seeds` and
 drops duplicates. `space_ranges(name_or_file)` is what a space lets `--search` draw
 (a module's `SEARCH` dict, a JSON file's `"search"` object; see ddg_sweep/search).
 `space_rows(name_or_file)` is the hparams whose values make table rows of their own (a
-module's `ROWS`, a JSON file's `"rows"`; ddg_sweep/report/variants.py).
+module's `ROWS`, a JSON file's `"rows"`; ddg_sweep/report/select/variants.py).
 Nothing here imports torch or Ray.
 """
 from __future__ import annotations
@@ -200,7 +200,7 @@ def space_ranges(name_or_file: str, kind: str = "space") -> dict:
 
 def space_rows(name_or_file: str, kind: str = "space") -> tuple[str, ...]:
     """The hparams a space's table rows are split by (its variants), () for most spaces."""
-    from ddg_sweep.report.variants import check_rows_by
+    from ddg_sweep.report.select.variants import check_rows_by
 
     raw = _declared(name_or_file, kind, "ROWS", "rows", ())
     if isinstance(raw, str) or not all(isinstance(name, str) for name in raw):

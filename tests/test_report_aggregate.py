@@ -11,7 +11,7 @@ import pytest
 
 from ddg_sweep.errors import UserError
 from ddg_sweep.report.aggregate import aggregate
-from ddg_sweep.report.records import read_records
+from ddg_sweep.report.read.records import read_sweep_records
 from conftest import FIXTURE
 from sweepgen import make_sweep
 
@@ -93,7 +93,7 @@ def test_malformed_and_truncated_lines_are_skipped_and_counted(tmp_path):
     lines.insert(3, '{"step": "not a number"}\n')
     (runs[1] / "results.jsonl").write_text("".join(lines))
     (runs[2] / "results.jsonl").write_text("garbage\n" + (runs[2] / "results.jsonl").read_text())
-    result = read_records(sweep)
+    result = read_sweep_records(sweep)
     assert result.stats["malformed_lines"] == 4
     assert len(result.records) == 200
     summary = aggregate(sweep, tmp_path / "agg")
@@ -107,10 +107,10 @@ def test_unfinished_runs_excluded_by_default_and_included_with_flag(tmp_path):
     run = sorted(p for p in sweep.iterdir() if p.is_dir())[0]
     (run / "done").unlink()
     n_lines = len((run / "results.jsonl").read_text().splitlines())
-    default = read_records(sweep)
+    default = read_sweep_records(sweep)
     assert default.stats["unfinished_runs_skipped"] == 1
     assert len(default.records) == 200 - n_lines
-    included = read_records(sweep, include_unfinished=True)
+    included = read_sweep_records(sweep, include_unfinished=True)
     assert included.stats["unfinished_runs_skipped"] == 0 and len(included.records) == 200
     assert included.records["finished"].sum() == 200 - n_lines
 
@@ -126,15 +126,15 @@ def test_unknown_dataset_kept_with_index_names(tmp_path):
 
 def test_missing_or_empty_input_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        read_records(tmp_path / "nope")
+        read_sweep_records(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no records"):
-        read_records(tmp_path / "empty")
+        read_sweep_records(tmp_path / "empty")
     sweep = _copy_fixture(tmp_path)
     for done in sweep.glob("*/done"):
         done.unlink()
     with pytest.raises(UserError, match="--include-unfinished"):
-        read_records(sweep)
+        read_sweep_records(sweep)
 
 
 @pytest.mark.parametrize("layout", ["domainbed", "ddg"])
@@ -189,8 +189,8 @@ def test_benchmark_stand_in_prints_domainbeds_tables(tmp_path):
 def test_swad_tables_list_only_algorithms_with_a_swad_model(tmp_path):
     """ERM never averages weights: the SWAD table has no ERM row of X's, the others do list it."""
     from ddg_sweep.report.aggregate import aggregate
-    from ddg_sweep.report.files import load_aggregate
-    from ddg_sweep.report.tables import build_grids
+    from ddg_sweep.report.aggregate_folder import load_aggregate
+    from ddg_sweep.report.render.tables import build_grids
     from sweepgen import make_sweep
 
     make_sweep(tmp_path / "sweep", 400, datasets=("PACS",), algorithms=("ERM", "DDG"), with_swad=True)

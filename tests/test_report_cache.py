@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ddg_sweep.report import parse_cache
+from ddg_sweep.report.read import parsing as parse_cache
 from ddg_sweep.report.aggregate import aggregate
 from sweepgen import make_sweep
 

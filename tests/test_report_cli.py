@@ -10,7 +10,7 @@ import pytest
 
 from ddg_sweep.cli import report
 from ddg_sweep.errors import UserError
-from ddg_sweep.report.tables import PAPER_REFERENCE_ROWS, write_tables
+from ddg_sweep.report.render.tables import PAPER_REFERENCE_ROWS, write_tables
 from conftest import FIXTURE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def test_plots_from_fixture_skip_absent_hparams(agg_dir, tmp_path, capsys):
 def test_no_heavy_imports():
     code = ("import sys; import ddg_sweep.cli.report; "
             "assert 'pandas' not in sys.modules, 'cli.report imports pandas at module level'; "
-            "import ddg_sweep.report.aggregate, ddg_sweep.report.tables, ddg_sweep.report.plots, "
-            "ddg_sweep.report.ablation, ddg_sweep.report.paper_plot, ddg_sweep.report.listing; "
+            "import ddg_sweep.report.aggregate, ddg_sweep.report.render.tables, ddg_sweep.report.plots.figures, "
+            "ddg_sweep.report.render.listing, ddg_sweep.report.render.importance; "
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from ddg_sweep.report.aggregate import aggregate
-from ddg_sweep.report.files import load_aggregate
-from ddg_sweep.report.tables import render
+from ddg_sweep.report.aggregate_folder import load_aggregate
+from ddg_sweep.report.render.tables import render
 from test_report_cli import run_cli
 from test_report_selection import accs, write_run
 

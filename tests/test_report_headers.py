@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-from ddg_sweep.report import headers
+from ddg_sweep.report.read import headers
 
 
 def _line(hparams, args_hparams=None) -> bytes:

@@ -6,7 +6,7 @@ import pytest
 
 from ddg_sweep.errors import UserError
 from ddg_sweep.report.aggregate import aggregate
-from ddg_sweep.report.tables import write_tables
+from ddg_sweep.report.render.tables import write_tables
 from test_report_cli import run_cli
 from test_report_selection import write_run
 

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddg_sweep.report import ablation, paper_plot, plots
 from ddg_sweep.report.aggregate import aggregate
-from ddg_sweep.report.files import load_aggregate, load_records, load_selected
+from ddg_sweep.report.aggregate_folder import load_aggregate, load_records, load_selected
+from ddg_sweep.report.plots import ablation, curves, paper_layout, toolbox
 from sweepgen import make_sweep
 from test_report_cli import PNG_MAGIC, run_cli
 from test_report_selection import accs, write_run
@@ -33,7 +33,7 @@ def test_every_figure_is_written_and_not_empty(swept, capsys):
 
 def test_curves_follow_the_runs_training_domain_validation_chose(swept):
     records, selected = load_records(swept / "agg"), load_selected(swept / "agg")
-    chosen = plots.chosen_runs(records, selected)
+    chosen = curves.chosen_runs(records, selected)
     iid = selected[selected["selection"] == "iid"]
     assert set(chosen["run_id"].astype(str)) == set(iid["run_id"])
     # one run per (trial, dataset, algorithm, test env), each with its every checkpoint
@@ -44,7 +44,7 @@ def test_curves_follow_the_runs_training_domain_validation_chose(swept):
 
 def test_mean_and_sem_are_the_tables_arithmetic():
     frame = pd.DataFrame({"g": [1, 1, 1, 2], "v": [0.5, 0.6, 0.7, 0.4]})
-    stats = plots.mean_and_sem(frame, ["g"], "v").set_index("g")
+    stats = toolbox.mean_and_sem(frame, ["g"], "v").set_index("g")
     assert stats.loc[1, "mean"] == pytest.approx(0.6) and stats.loc[2, "n"] == 1
     assert stats.loc[1, "sem"] == pytest.approx(np.std([0.5, 0.6, 0.7]) / np.sqrt(3))
     assert stats.loc[2, "sem"] == 0
@@ -74,17 +74,17 @@ def test_ablation_points_by_hand(tmp_path):
     runs = runs.assign(value=runs["hp_lmd"])
     assert ablation._default_value(runs) == 0.5
     per_trial = runs.groupby(["value", "trial_seed"])["test_acc"].mean().reset_index()
-    stats = plots.mean_and_sem(per_trial, ["value"], "test_acc").set_index("value")
+    stats = toolbox.mean_and_sem(per_trial, ["value"], "test_acc").set_index("value")
     assert stats.loc[0.5, "mean"] == pytest.approx(0.52) and stats.loc[0.5, "sem"] == pytest.approx(
         0.02 / np.sqrt(2))
     path, reason = ablation.plot_hparam(load_records(tmp_path / "agg"), "lmd", tmp_path / "p",
-                                        plots.pyplot())
+                                        toolbox.pyplot())
     assert reason is None and path.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_paper_layout_uses_swad_where_an_algorithm_has_it(swept):
     table, summary = load_aggregate(swept / "agg")
-    rows = {label: (means, sems) for label, means, sems in paper_plot.ours_rows(table, summary)}
+    rows = {label: (means, sems) for label, means, sems in paper_layout.ours_rows(table, summary)}
     assert set(rows) == {"ERM (ours, iid)", "DDG (ours, swad)"}  # ERM has no SWAD model
     means, _ = rows["DDG (ours, swad)"]
     pacs = table[(table["selection"] == "swad") & (table["dataset"] == "PACS")
@@ -98,6 +98,6 @@ def test_paper_layout_is_skipped_without_the_papers_datasets(tmp_path):
               dataset="DemoDigits")
     aggregate(tmp_path / "sweep", tmp_path / "agg")
     table, summary = load_aggregate(tmp_path / "agg")
-    path, reason = paper_plot.plot_paper_layout(table, summary, tmp_path, plots.pyplot())
+    path, reason = paper_layout.plot_paper_layout(table, summary, tmp_path, toolbox.pyplot())
     assert path is None and "no results of ours on the paper's datasets" in reason
     assert "this aggregate has DemoDigits" in reason

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ddg_sweep.report import jsonl
-from ddg_sweep.report.records import read_records
+from ddg_sweep.report.read import jsonl
+from ddg_sweep.report.read.records import read_sweep_records
 from sweepgen import make_sweep
 
 FIXTURE = Path(__file__).parent / "fixtures" / "domainbed_test_sweep"
@@ -95,11 +95,11 @@ def test_cutting_shared_prefixes_reads_the_same_records(tmp_path, monkeypatch):
     cut, strip = [], jsonl.strip_shared
     monkeypatch.setattr(jsonl, "strip_shared",
                         lambda content, first: cut.append(strip(content, first)[1]) or strip(content, first))
-    fast = [read_records(sweep) for sweep in sweeps]
+    fast = [read_sweep_records(sweep) for sweep in sweeps]
     assert sum(prefix is not None for prefix in cut) > 100  # the shortcut was taken (most files)
     monkeypatch.setattr(jsonl, "strip_shared",
                         lambda content, first: (content, None, jsonl.expected_rows(content)))
-    plain = [read_records(sweep) for sweep in sweeps]
+    plain = [read_sweep_records(sweep) for sweep in sweeps]
     for a, b in zip(fast, plain):
         pd.testing.assert_frame_equal(a.records, b.records, check_exact=True)
         pd.testing.assert_frame_equal(a.swad, b.swad, check_exact=True)
@@ -108,7 +108,7 @@ def test_cutting_shared_prefixes_reads_the_same_records(tmp_path, monkeypatch):
 
 
 def test_files_read_ahead_come_back_in_order_and_unreadable_ones_as_none(tmp_path):
-    from ddg_sweep.report.parsing import _contents
+    from ddg_sweep.report.read.parsing import _contents
 
     paths = []
     for index in range(23):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ddg_sweep.report.aggregate import aggregate
-from ddg_sweep.report.files import load_aggregate
+from ddg_sweep.report.aggregate_folder import load_aggregate
 
 
 def write_run(root: Path, name: str, test_envs, hparams_seed, steps, trial_seed=0,

@@ -1,6 +1,7 @@
 """Searches in the report, on a sweep folder written by hand (no Ray): tags, rows of their own, tables
 with and without --include-search, ORACLE labels, stopped runs, search_trials.parquet, importance, plots."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -114,10 +115,32 @@ def test_search_trials_importance_and_plots(sweep):
 
 
 def test_search_plot_titles_name_the_objective(sweep):
-    from ddg_sweep.report.search_plots import _title
+    from ddg_sweep.report.plots.search_plots import _title
 
     out, _, _ = sweep
     table = pd.read_parquet(out / "aggregate" / "search_trials.parquet")
     assert "ORACLE" in _title(table[table["metric"] == "oracle"], "x")
     assert "ORACLE" not in _title(table[table["metric"] == "val_acc"], "x")
     assert "training-domain validation" in _title(table[table["metric"] == "val_acc"], "x")
+
+
+def test_full_benchmarks_single_rendering_pass_writes_the_bytes_of_aggregate_then_write_tables(sweep, tmp_path):
+    """full-benchmark renders tables.txt and OUT/tables/ once, from the aggregate in memory."""
+    from ddg_sweep.report.aggregate import aggregate, make_aggregate
+    from ddg_sweep.report.render.tables import write_tables
+
+    out, _, _ = sweep
+    made = make_aggregate(out, tmp_path / "one" / "aggregate")
+    assert not (tmp_path / "one" / "aggregate" / "tables.txt").exists()  # the data files first
+    written = made.write_tables(tmp_path / "one", ("markdown", "latex"), include_search=True)
+    aggregate(out, tmp_path / "two" / "aggregate")
+    expected = write_tables(tmp_path / "two" / "aggregate", tmp_path / "two", ("markdown", "latex"),
+                            include_search=True)
+    assert [p.relative_to(tmp_path / "one") for p in written] == [p.relative_to(tmp_path / "two") for p in expected]
+    names = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*")
+                   if p.is_file() and ".parsed" not in p.parts)
+    assert Path("aggregate/tables.txt") in names and Path("tables/paper.md") in names
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert "ERM [erm random]" in (tmp_path / "one" / "tables" / "iid.md").read_text()  # include_search
+    assert "ERM [erm" not in (tmp_path / "one" / "aggregate" / "tables.txt").read_text()  # protocol rows only

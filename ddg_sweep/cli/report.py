@@ -83,17 +83,18 @@ def run_aggregate(args) -> int:
 
 
 def run_tables(args) -> int:
-    from ddg_sweep.report import files, notes
-    from ddg_sweep.report.tables import check_format, check_selections, render
+    from ddg_sweep.report import aggregate_folder
+    from ddg_sweep.report.render import notes
+    from ddg_sweep.report.render.tables import check_format, check_selections, render, visible
 
     fmt = check_format(args.format)
     if args.importance:
-        from ddg_sweep.report.importance import render_importance
+        from ddg_sweep.report.render.importance import render_importance
 
         sys.stdout.write(render_importance(args.input))
         return 0
-    table, summary = files.load_aggregate(args.input)
-    selected = files.load_selected(args.input)
+    table, summary = aggregate_folder.load_aggregate(args.input)
+    selected = aggregate_folder.load_selected(args.input)
     selections = None
     if args.selection:
         selections = check_selections(args.selection)
@@ -109,26 +110,24 @@ def run_tables(args) -> int:
             print(f"warning: the {selection} tables mix versions or devices: {'; '.join(mixed)}",
                   file=sys.stderr)
     if args.show_hparams:
-        from ddg_sweep.report.listing import list_selected
+        from ddg_sweep.report.render.listing import list_selected
 
         if selected is None or "run_id" not in selected:
             raise UserError(f"{args.input} was aggregated by an older version without the chosen "
                             "runs; run `aggregate` again to list them")
-        from ddg_sweep.report.search_runs import visible
-
         text = list_selected(selected, visible(summary, args.include_search), shown)
     else:
         text = render(table, summary, fmt, selections, selected, include_search=args.include_search)
     if args.output is None:
         sys.stdout.write(text)
     else:
-        files.atomic_write_text(args.output, text)
+        aggregate_folder.atomic_write_text(args.output, text)
         print(f"wrote {args.output}")
     return 0
 
 
 def run_plots(args) -> int:
-    from ddg_sweep.report.plots import make_plots
+    from ddg_sweep.report.plots.figures import make_plots
 
     written, skipped = make_plots(args.input, args.output_dir)
     for message in skipped:

@@ -262,18 +262,17 @@ def run_full_benchmark(args) -> int:
     started = time.time()
     result = _sweep(args)
     out = Path(args.output_dir)
-    from ddg_sweep.report.aggregate import aggregate
-    from ddg_sweep.report.plots import make_plots
-    from ddg_sweep.report.tables import write_tables
+    from ddg_sweep.report.aggregate import make_aggregate
+    from ddg_sweep.report.plots.figures import make_plots
 
     from search_spaces import space_rows
 
-    summary = aggregate(out / "runs", out / "aggregate", rows_by=space_rows(args.space, args.space_flag))
-    print(f"aggregate: {summary.get('runs', '?')} runs -> {out / 'aggregate'}", flush=True)
+    made = make_aggregate(out / "runs", out / "aggregate", rows_by=space_rows(args.space, args.space_flag))
+    print(f"aggregate: {made.summary.get('runs', '?')} runs -> {out / 'aggregate'}", flush=True)
     if os.environ.get(AGGREGATE_PAUSE_ENV):  # tests only: a window to kill full-benchmark mid-aggregation
         time.sleep(float(os.environ[AGGREGATE_PAUSE_ENV]))
-    written = write_tables(out / "aggregate", out, formats=("markdown", "latex"),  # -> OUT/tables/
-                           include_search=bool(args.search))
+    # one rendering pass, from memory: AGG/tables.txt and OUT/tables/
+    written = made.write_tables(out, formats=("markdown", "latex"), include_search=bool(args.search))
     print("tables: " + ", ".join(str(p) for p in written))
     figures, _ = make_plots(out / "aggregate", out / "plots")
     print("plots: " + ", ".join(str(p) for p in figures))

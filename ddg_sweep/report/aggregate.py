@@ -1,22 +1,28 @@
 """Read a sweep, apply every model selection rule, write the aggregate folder.
 
-`aggregate(input_dir, output_dir)` writes records.parquet, swad.parquet (when any
-run has a swad.json), table.parquet, summary.json and tables.txt (DomainBed's
+The report's stages, in order: `read/` (run folders -> records), `select/` (model
+selection -> table cells), `render/` (tables), `plots/` (figures); this module runs the
+first two and writes their results (aggregate_folder.py), then renders tables.txt.
+`aggregate(input_dir, output_dir)` writes records.parquet, swad.parquet (when any run has
+a swad.json), selected.parquet, table.parquet, summary.json and tables.txt (DomainBed's
 collect_results text). Formats are in docs/report.md.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ddg_sweep.data.catalog import DATASETS
-from ddg_sweep.report import files
-from ddg_sweep.report.cells import cell_table
-from ddg_sweep.report.records import read_records
-from ddg_sweep.report.selection import SELECTION_METHODS, SELECTION_ORDER, explode_by_test_env
+from ddg_sweep.report import aggregate_folder
+from ddg_sweep.report.read.records import read_sweep_records
+from ddg_sweep.report.read.search_runs import search_trials, tag_search_runs
+from ddg_sweep.report.render.tables import render_domainbed_text, table_files, visible, write_table_files
+from ddg_sweep.report.select.cells import cell_table
+from ddg_sweep.report.select.rules import SELECTION_ORDER, select_all
+from ddg_sweep.report.select.variants import check_rows_by, split_rows
 
 # DomainBed lists algorithms in its registry order; ours come after its core ones.
 ALGORITHM_ORDER = ("ERM", "Fish", "IRM", "GroupDRO", "Mixup", "MLDG", "CORAL", "MMD", "DANN",
@@ -52,57 +58,38 @@ def environment_names(records: pd.DataFrame, full: bool = False) -> dict[str, li
     return names
 
 
-# Per-run columns copied from the chosen record into selected.parquet (plus hp_*, prov_*).
-RUN_INFO_COLUMNS = ("run_id", "job_id")
-SELECTED_FIRST = ["selection", "dataset", "algorithm", "test_env", "trial_seed", "run_id",
-                  "job_id", "hparams_seed", "step", "val_acc", "test_acc", "tied_runs",
-                  "tie_decided"]
+@dataclass
+class Aggregate:
+    """What `make_aggregate` computed and wrote, kept so that every table renders from it once."""
+
+    agg_dir: Path
+    table: pd.DataFrame  # table.parquet
+    selected: pd.DataFrame  # selected.parquet
+    summary: dict  # summary.json
+    parse_cache_note: str | None = None
+
+    def write_tables(self, out_dir=None, formats=(), include_search: bool = False) -> list[Path]:
+        """One rendering pass: AGG/tables.txt (DomainBed's text; protocol rows only, as `tables`)
+        and, with `out_dir`, OUT/tables/<selection>.<ext> and paper.<ext> per format (a
+        search's rows with `include_search`); returns the OUT/tables files written."""
+        aggregate_folder.atomic_write_text(self.agg_dir / aggregate_folder.TABLES_TXT,
+                                 render_domainbed_text(self.table, visible(self.summary, include_search=False)))
+        if out_dir is None:
+            return []
+        return write_table_files(out_dir, table_files(self.table, self.summary, self.selected, formats,
+                                                      include_search))
 
 
-def _run_info(source: pd.DataFrame, order) -> pd.DataFrame:
-    columns = [c for c in source.columns
-               if c in RUN_INFO_COLUMNS or c.startswith(("hp_", "prov_"))]
-    info = source[columns].iloc[np.asarray(order, dtype=np.int64)].reset_index(drop=True)
-    return info.astype({c: "string" for c in columns
-                        if isinstance(info[c].dtype, pd.CategoricalDtype)})
-
-
-def select_all(records: pd.DataFrame, swad: pd.DataFrame) -> pd.DataFrame:
-    """Every selection's chosen run per (trial_seed, dataset, algorithm, test_env): its
-    accuracies, run folder, job id, hyperparameters and provenance (docs/report.md)."""
-    chosen = []
-    records_view = explode_by_test_env(records)
-    for key in SELECTION_ORDER:
-        source = swad if key == "swad" else records
-        if key == "swad":
-            selected = SELECTION_METHODS[key].select(swad)
-        else:
-            selected = SELECTION_METHODS[key].select(records, records_view)
-        if len(selected):
-            selected = selected.reset_index(drop=True)
-            info = _run_info(source, selected.pop("order"))
-            chosen.append(pd.concat([selected.assign(selection=key), info], axis=1))
-    if not chosen:
-        return pd.DataFrame(columns=SELECTED_FIRST)
-    selected = pd.concat(chosen, ignore_index=True)
-    rest = sorted(c for c in selected.columns if c not in SELECTED_FIRST)
-    selected = selected[SELECTED_FIRST + rest]
-    return selected.astype({"step": "int64", "tied_runs": "int64", "tie_decided": "bool"})
-
-
-def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False,
-              cache: bool = True, rows_by=()) -> dict:
-    """Aggregate a sweep folder into `output_dir`; returns the summary dict. `cache`: use and
-    update the cache of parsed runs in `output_dir`/.parsed (parse_cache.py). `rows_by`:
-    hparams whose values make rows of their own (report/variants.py)."""
-    from ddg_sweep.report.search_runs import SEARCH_TRIALS_FILE, search_trials, tag_search_runs, visible
-    from ddg_sweep.report.tables import render_domainbed_text
-    from ddg_sweep.report.variants import check_rows_by, split_rows
-
+def make_aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False,
+                   cache: bool = True, rows_by=()) -> Aggregate:
+    """Read a sweep, select models and write the aggregate folder's data files (all but
+    tables.txt: `Aggregate.write_tables`). `cache`: use and update the cache of parsed runs in
+    `output_dir`/.parsed (read/parsing.py). `rows_by`: hparams whose values make rows of
+    their own (select/variants.py)."""
     rows_by = check_rows_by(rows_by)
 
-    sweep = read_records(input_dir, include_unfinished=include_unfinished, include_stopped=include_stopped,
-                         cache_dir=output_dir if cache else None)
+    sweep = read_sweep_records(input_dir, include_unfinished=include_unfinished,
+                               include_stopped=include_stopped, cache_dir=output_dir if cache else None)
     # a search's runs: rows of their own
     records, search_rows = tag_search_runs(sweep.records, input_dir, sweep.searched)
     swad, _ = tag_search_runs(sweep.swad, input_dir, sweep.searched)
@@ -133,16 +120,26 @@ def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_s
         **({"parse_cache": {k: v for k, v in sweep.cache.items() if k != "note"}} if sweep.cache else {}),
     }
     output_dir = Path(output_dir)
-    files.atomic_write_parquet(output_dir / files.RECORDS_FILE, records)
+    aggregate_folder.atomic_write_parquet(output_dir / aggregate_folder.RECORDS_PARQUET, records)
     if len(swad):
-        files.atomic_write_parquet(output_dir / files.SWAD_FILE, swad)
-    files.atomic_write_parquet(output_dir / files.SELECTED_FILE, selected)
-    files.atomic_write_parquet(output_dir / files.TABLE_FILE, table)
+        aggregate_folder.atomic_write_parquet(output_dir / aggregate_folder.SWAD_PARQUET, swad)
+    aggregate_folder.atomic_write_parquet(output_dir / aggregate_folder.SELECTED_PARQUET, selected)
+    aggregate_folder.atomic_write_parquet(output_dir / aggregate_folder.TABLE_PARQUET, table)
     if len(trials):
-        files.atomic_write_parquet(output_dir / SEARCH_TRIALS_FILE, trials)
+        aggregate_folder.atomic_write_parquet(output_dir / aggregate_folder.SEARCH_TRIALS_PARQUET, trials)
     else:
-        (output_dir / SEARCH_TRIALS_FILE).unlink(missing_ok=True)
-    files.atomic_write_text(output_dir / files.SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    files.atomic_write_text(output_dir / files.TEXT_TABLES_FILE,  # protocol rows only, as `tables`
-                            render_domainbed_text(table, visible(summary, include_search=False)))
-    return {**summary, "parse_cache_note": sweep.cache["note"]} if sweep.cache else summary
+        (output_dir / aggregate_folder.SEARCH_TRIALS_PARQUET).unlink(missing_ok=True)
+    aggregate_folder.atomic_write_text(output_dir / aggregate_folder.SUMMARY_JSON,
+                                       json.dumps(summary, indent=2) + "\n")
+    return Aggregate(output_dir, table, selected, summary, sweep.cache["note"] if sweep.cache else None)
+
+
+def aggregate(input_dir, output_dir, include_unfinished: bool = False, include_stopped: bool = False,
+              cache: bool = True, rows_by=()) -> dict:
+    """Aggregate a sweep folder into `output_dir`, tables.txt included (make_aggregate's
+    arguments); returns the summary dict, with `parse_cache_note` when the cache was used."""
+    made = make_aggregate(input_dir, output_dir, include_unfinished, include_stopped, cache, rows_by)
+    made.write_tables()
+    if "parse_cache" in made.summary:
+        return {**made.summary, "parse_cache_note": made.parse_cache_note}
+    return made.summary

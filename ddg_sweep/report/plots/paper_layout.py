@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddg_sweep.report.cells import AVERAGE_ENV
-from ddg_sweep.report.plots import save
-from ddg_sweep.report.tables import PAPER_COLUMNS, PAPER_REFERENCE_ROWS
+from ddg_sweep.report.plots.toolbox import save
+from ddg_sweep.report.render.tables import PAPER_COLUMNS, PAPER_REFERENCE_ROWS
+from ddg_sweep.report.select.cells import AVERAGE_ENV
 
 OURS_SELECTIONS = ("swad", "iid")  # the first one an algorithm has on the paper's datasets
 

@@ -13,7 +13,7 @@ not look like a cliff.
 A categorical hyperparameter (`guidance_form`) is drawn at evenly spaced positions, one line
 per dataset and guidance scale (`DemoDigits w=3`), so w = 1, where every form is the same
 loss, does not blur the w = 3 comparison. Runs split into rows of their own (`--rows-by`,
-report/variants.py) are grouped back by their `base_algorithm` here.
+select/variants.py) are grouped back by their `base_algorithm` here.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ddg_sweep.hparams import GUIDANCE_FORMS
-from ddg_sweep.report.plots import mean_and_sem, safe_name, save
+from ddg_sweep.report.plots.toolbox import mean_and_sem, safe_name, save
 
 SWEPT_HPARAMS = ("lmd", "cfg_scale", "stage1_steps", "guidance_form")
 CATEGORIES = {"guidance_form": GUIDANCE_FORMS}  # categorical hparams, drawn in this order

@@ -1,4 +1,7 @@
-"""Read every run of a sweep into one records table (docs/report.md, records.parquet).
+"""Read every run of a sweep into its records table and its swad table (docs/report.md).
+
+records.parquet has one row per record, swad.parquet one per run with a `swad.json`; both
+get DomainBed's `val_acc` and `test_acc` (`add_selection_columns`).
 
 Speed: all runs' records are parsed in bulk by pyarrow (`jsonl.py`), with each
 record's numbers and the `args` that group it; a run's hparams come from one
@@ -6,6 +9,7 @@ parse of the runs' first lines (`headers.py`), so no Python code runs per record
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +21,12 @@ import pyarrow.compute as pc
 
 from ddg_sweep.errors import UserError
 from ddg_sweep.provenance import read_provenance
-from ddg_sweep.report.derived import add_selection_columns
-from ddg_sweep.report.headers import hparams_frame, hparams_of_lines
-from ddg_sweep.report.jsonl import ENV_FLOOR, RUN_TAG
-from ddg_sweep.report.parse_cache import ParseCache
-from ddg_sweep.report.parsing import parse_runs as _parse_runs
-from ddg_sweep.report.runfiles import (ENV_KEY, RESULTS_FILE, RunFile, _drop_truncated_tail,
-                                       _first_good_line, _read_file, find_runs)
-from ddg_sweep.report.swad_runs import read_swad
+from ddg_sweep.report.read.headers import hparams_frame, hparams_of_lines
+from ddg_sweep.report.read.jsonl import ENV_FLOOR, RUN_TAG
+from ddg_sweep.report.read.parsing import ParseCache, parse_runs
+from ddg_sweep.report.read.run_folders import (ENV_KEY, RESULTS_FILE, SWAD_JSON, RunFile,
+                                               drop_truncated_tail, env_count, find_runs,
+                                               first_good_line, has_required_args, read_file, run_row)
 
 
 @dataclass
@@ -38,11 +40,11 @@ class SweepRecords:
     cache: dict | None = None  # runs parsed / reused, a note on the cache (None: no cache)
 
 
-def read_records(input_dir, include_unfinished: bool = False, include_stopped: bool = False,
+def read_sweep_records(input_dir, include_unfinished: bool = False, include_stopped: bool = False,
                  cache_dir=None) -> SweepRecords:
     """Read a sweep; raises UserError when the folder is missing or holds no records. Unfinished runs
     (a search's stopped ones among them) are left out unless asked for. `cache_dir`: an aggregate
-    folder whose cache of parsed runs is used and updated (parse_cache.py)."""
+    folder whose cache of parsed runs is used and updated (parsing.py)."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise UserError(f"input folder {input_dir} does not exist; pass --input-dir the sweep's "
@@ -55,12 +57,12 @@ def read_records(input_dir, include_unfinished: bool = False, include_stopped: b
     if not include_unfinished:
         runs = [run for run in runs if run.finished or (include_stopped and run.stopped)]
         stats["unfinished_runs_skipped"] = stats["runs_found"] - len(runs)
-    parse = _parse_runs(runs, cache, stats)
+    parse = parse_runs(runs, cache, stats)
     if cache is not None and parse.widest > ENV_FLOOR and parse.reused:
         # rows cached at ENV_FLOOR's width may lack this sweep's wider columns: parse all
         cache.entries, cache.note = {}, f"a dataset with over {ENV_FLOOR} environments: parsing every run"
         stats = {**stats, "malformed_lines": 0}
-        parse = _parse_runs(runs, cache, stats)
+        parse = parse_runs(runs, cache, stats)
     read = parse.read
     if cache is not None and parse.changed and parse.widest <= ENV_FLOOR:
         cache.save(parse.entries, parse.table)
@@ -158,8 +160,8 @@ def _check_one_protocol(args, run_files) -> None:
 
 
 def _hparams_of(run: RunFile) -> dict:
-    content, _ = _drop_truncated_tail(_read_file(os.path.join(run.path, RESULTS_FILE)) or b"")
-    header, _ = _first_good_line(content)
+    content, _ = drop_truncated_tail(read_file(os.path.join(run.path, RESULTS_FILE)) or b"")
+    header, _ = first_good_line(content)
     hparams = header.get("hparams") if header else None
     return hparams if isinstance(hparams, dict) else {}
 
@@ -192,3 +194,64 @@ def _assemble(table: pa.Table, read, careful: bool, stats) -> tuple[pd.DataFrame
     out = runs.iloc[positions].reset_index(drop=True)
     out = pd.concat([out, frame.reset_index(drop=True)], axis=1)
     return add_selection_columns(out), runs
+
+
+def read_swad(runs: list[RunFile], runs_frame: pd.DataFrame, stats: dict) -> pd.DataFrame:
+    """One row per run with a swad.json: run keys, env accuracies, SWAD window, hp_*.
+
+    `runs`: the runs with records, in the order of `runs_frame`'s rows (their run keys,
+    used when a swad.json lacks its own `args`)."""
+    rows, hparams = [], []
+    for position, run in enumerate(runs):
+        if not run.has_swad:
+            continue
+        try:
+            swad = json.loads(read_file(os.path.join(run.path, SWAD_JSON)))
+            if has_required_args(swad):
+                base = run_row(run, swad, env_count(swad))
+            else:
+                known = runs_frame.iloc[position]
+                base = {k: (v.item() if hasattr(v, "item") else v)
+                        for k, v in known.items() if not k.startswith("hp_")}
+        except (OSError, ValueError, KeyError, TypeError):
+            stats["malformed_swad"] += 1
+            continue
+        base["n_envs"] = env_count(swad) or base["n_envs"]
+        for key in ("swad_start_step", "swad_end_step", "n_averaged"):
+            base[key] = swad.get(key)
+        for key, value in swad.items():
+            if ENV_KEY.match(key):
+                base[key] = float(value)
+        rows.append(base)
+        hp = swad.get("hparams")
+        hparams.append(hp if isinstance(hp, dict) else {})
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).join(hparams_frame(hparams))
+    for env in range(int(frame["n_envs"].max())):
+        for split in ("in", "out"):
+            if f"env{env}_{split}_acc" not in frame:
+                frame[f"env{env}_{split}_acc"] = np.nan
+    return add_selection_columns(frame)
+
+
+def add_selection_columns(records: pd.DataFrame) -> pd.DataFrame:
+    """`val_acc` (mean out-acc of training envs) and `test_acc` (first test env's in-acc)."""
+    n = len(records)
+    max_envs = sum(1 for c in records.columns if ENV_KEY.match(c) and c.endswith("_out_acc"))
+    val_sum = np.zeros(n)
+    test_acc = np.full(n, np.nan)
+    env_of = records["test_env"].to_numpy() if n else np.zeros(0, dtype=int)
+    second = records["test_env2"].to_numpy() if n else np.zeros(0, dtype=int)
+    for env in range(max_envs):
+        out_acc = records[f"env{env}_out_acc"].to_numpy(dtype=float)
+        in_acc = records[f"env{env}_in_acc"].to_numpy(dtype=float)
+        is_test = (env_of == env) | (second == env)
+        # Adding in env order, like np.mean over DomainBed's list, gives identical floats.
+        val_sum = val_sum + np.where(is_test | (env >= records["n_envs"].to_numpy()), 0.0, out_acc)
+        test_acc = np.where(env_of == env, in_acc, test_acc)
+    n_train = records["n_envs"].to_numpy() - records["n_test_envs"].to_numpy() if n else 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        records["val_acc"] = np.where(n_train > 0, val_sum / np.maximum(n_train, 1), np.nan)
+    records["test_acc"] = test_acc
+    return records

@@ -1,23 +1,26 @@
 """Tables from an aggregate's table.parquet: DomainBed's text, markdown, LaTeX, paper layout.
 
 The text format is byte-for-byte what DomainBed's collect_results prints. A
-missing cell is `X`, and a row average with a missing cell is `X` too.
+missing cell is `X`, and a row average with a missing cell is `X` too. Markdown and
+LaTeX (booktabs) carry notes under each table (notes.py) saying what its marks mean.
+`table_files` renders every file of `OUT/tables/` in one pass.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from ddg_sweep.errors import UserError
-from ddg_sweep.report import files, notes
-from ddg_sweep.report.formats import escape_latex, latex_table, markdown_table
-from ddg_sweep.report.search_runs import search_notes, visible
-from ddg_sweep.report.selection import SELECTION_METHODS, SELECTION_ORDER
+from ddg_sweep.report import aggregate_folder
+from ddg_sweep.report.render import notes
+from ddg_sweep.report.render.notes import search_notes
+from ddg_sweep.report.select.cells import AVERAGE_ENV
+from ddg_sweep.report.select.rules import SELECTION_METHODS, SELECTION_ORDER
 
 FORMATS = {"markdown": ".md", "latex": ".tex", "text": ".txt"}
 MISSING = "X"
-AVERAGE_ENV = -1
 
 # The paper's table (accuracy %, CLIP ViT-B/16 init), from docs/method.md.
 PAPER_COLUMNS = (("OfficeHome", "OfficeHome"), ("TerraIncognita", "TerraInc"), ("VLCS", "VLCS"),
@@ -27,6 +30,15 @@ PAPER_REFERENCE_ROWS = (
     ("DDG (paper)", (87.90, 65.37, 84.43, 96.83, 63.31), 79.57),
     ("DDG (re-run, A800)", (87.74, 65.44, 84.04, 96.97, 63.63), 79.56),
 )
+
+
+def visible(summary: dict, include_search: bool) -> dict:
+    """The summary the tables render: search rows dropped unless asked for."""
+    rows = summary.get("search_rows") or {}
+    if include_search or not rows:
+        return summary
+    return {**summary, "algorithms": [a for a in summary["algorithms"] if a not in rows],
+            "hidden_search_rows": [a for a in summary["algorithms"] if a in rows]}
 
 
 def check_selections(selections, available=SELECTION_ORDER) -> list[str]:
@@ -122,6 +134,50 @@ def _text_row(values, colwidth: int) -> str:
     return "  ".join(str(v).ljust(colwidth)[:colwidth] for v in values) + " \n"
 
 
+_LATEX_ESCAPES = (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
+                  ("#", "\\#"), ("$", "\\$"), ("±", "$\\pm$"))
+
+
+def escape_latex(text: str) -> str:
+    for char, escaped in _LATEX_ESCAPES:
+        text = text.replace(char, escaped)
+    return text
+
+
+def markdown_table(labels, body) -> str:
+    lines = ["| " + " | ".join(labels) + " |", "|" + "---|" * len(labels)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def latex_table(labels, body) -> str:
+    """Cells of `body` are LaTeX already, except each row's first (a name): escaped here."""
+    lines = ["\\begin{center}", "\\begin{tabular}{l" + "c" * (len(labels) - 1) + "}", "\\toprule",
+             " & ".join("\\textbf{" + escape_latex(str(label)) + "}" for label in labels) + " \\\\",
+             "\\midrule"]
+    lines += [" & ".join([escape_latex(row[0]), *row[1:]]) + " \\\\" for row in body]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{center}"]
+    return "\n".join(lines) + "\n"
+
+
+def _code_spans(text: str) -> str:
+    """`command` -> \\texttt{command} (typewriter keeps `--with-pairs` two hyphens)."""
+    return re.sub(r"`([^`]+)`", r"\\texttt{\1}", text)
+
+
+def render_notes(lines: list, fmt: str) -> str:
+    """Notes below a table; `lines`: sentences or (mark, sentence) pairs."""
+    pairs = [line if isinstance(line, tuple) else ("", line) for line in lines]
+    if not pairs:
+        return ""
+    if fmt == "markdown":
+        return "\n" + "\n\n".join(("\\" + mark if mark == "*" else mark) + (" " if mark else "")
+                                   + text for mark, text in pairs) + "\n"
+    body = " \\\\\n".join(mark + (" " if mark else "") + _code_spans(escape_latex(text))
+                           for mark, text in pairs)
+    return "{\\footnotesize\n" + body + "\n\\par}\n"
+
+
 def render_domainbed_text(table: pd.DataFrame, summary: dict, selections=None) -> str:
     """Exactly the text DomainBed's collect_results prints."""
     selections = selections or _default_selections(summary)
@@ -149,7 +205,7 @@ def render_selection(table, summary, selection: str, fmt: str, selected=None) ->
     out = ([f"## Model selection: {name}\n"] if fmt == "markdown"
            else [f"\\subsection{{Model selection: {escape_latex(name)}}}\n"])
     if selection == "loo" and not (table["selection"] == "loo").any():
-        out.append(notes.render_notes([notes.LOO_EMPTY_NOTE], fmt))
+        out.append(render_notes([notes.LOO_EMPTY_NOTE], fmt))
     for title, labels, rows, _ in build_grids(table, summary, selection, full_names=True):
         heading = title.split(",")[0].replace("Dataset: ", "")
         body = [[alg, *(c.render(fmt) for c in cells), _row_average(cells)] for alg, cells in rows]
@@ -158,11 +214,11 @@ def render_selection(table, summary, selection: str, fmt: str, selected=None) ->
             out.append(f"\n### {heading}\n\n" + markdown_table(labels, body))
         else:
             out.append(f"\n\\subsubsection{{{escape_latex(heading)}}}\n" + latex_table(labels, body))
-        out.append(notes.render_notes(notes.mark_lines(used, fmt), fmt))
+        out.append(render_notes(notes.mark_lines(used, fmt), fmt))
     mixed = notes.version_mix(selected, selection)
     if mixed:
-        out.append(notes.render_notes([notes.version_mix_note(mixed)], fmt))
-    out.append(notes.render_notes(search_notes(summary), fmt))
+        out.append(render_notes([notes.version_mix_note(mixed)], fmt))
+    out.append(render_notes(search_notes(summary), fmt))
     return "".join(out)
 
 
@@ -200,10 +256,10 @@ def render_paper(table, summary, selections, fmt: str) -> str:
         what = ("ours: mean ± standard error over trial seeds"
                 if len(body) > len(PAPER_REFERENCE_ROWS) else "published rows only")
         return (f"## Paper layout (accuracy %, {what})\n\n"
-                + markdown_table(labels, body) + notes.render_notes(lines, fmt))
+                + markdown_table(labels, body) + render_notes(lines, fmt))
     if fmt == "latex":
         return ("\\subsection{Paper layout}\n" + latex_table(labels, body)
-                + notes.render_notes(lines, fmt))
+                + render_notes(lines, fmt))
     width = max(12, *(len(cell) for row in body for cell in row))
     return ("\n-------- Paper layout (accuracy %)\n" + _text_row(labels, width)
             + "".join(_text_row(row, width) for row in body))
@@ -223,19 +279,28 @@ def render(table, summary, fmt: str, selections=None, selected=None, include_sea
     return "".join(parts)
 
 
-def write_tables(agg_dir, out_dir, formats=("markdown", "latex"), include_search: bool = False) -> list[Path]:
-    """Write OUT/tables/<selection>.<ext> and OUT/tables/paper.<ext> for each format."""
-    table, summary = files.load_aggregate(agg_dir)
+def table_files(table, summary, selected, formats=("markdown", "latex"), include_search: bool = False
+                ) -> dict[str, str]:
+    """{file name in OUT/tables/: its text}: each selection's tables and the paper's, per format."""
     summary = visible(summary, include_search)
-    selected = files.load_selected(agg_dir)
     selections = _default_selections(summary)
-    folder = Path(out_dir) / "tables"
-    written = []
+    texts = {}
     for fmt in formats:
         ext = FORMATS[check_format(fmt)]
         for selection in selections:
-            written.append(files.atomic_write_text(
-                folder / f"{selection}{ext}", render_selection(table, summary, selection, fmt, selected)))
-        written.append(files.atomic_write_text(
-            folder / f"paper{ext}", render_paper(table, summary, selections, fmt)))
-    return written
+            texts[f"{selection}{ext}"] = render_selection(table, summary, selection, fmt, selected)
+        texts[f"paper{ext}"] = render_paper(table, summary, selections, fmt)
+    return texts
+
+
+def write_table_files(out_dir, texts: dict[str, str]) -> list[Path]:
+    folder = Path(out_dir) / "tables"
+    return [aggregate_folder.atomic_write_text(folder / name, text) for name, text in texts.items()]
+
+
+def write_tables(agg_dir, out_dir, formats=("markdown", "latex"), include_search: bool = False) -> list[Path]:
+    """Write OUT/tables/<selection>.<ext> and OUT/tables/paper.<ext> for each format, from an
+    aggregate folder."""
+    table, summary = aggregate_folder.load_aggregate(agg_dir)
+    selected = aggregate_folder.load_selected(agg_dir)
+    return write_table_files(out_dir, table_files(table, summary, selected, formats, include_search))

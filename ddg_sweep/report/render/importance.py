@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ddg_sweep.errors import UserError
-from ddg_sweep.report.search_runs import SEARCH_TRIALS_FILE
+from ddg_sweep.report.aggregate_folder import SEARCH_TRIALS_PARQUET
 from ddg_sweep.search.objective import METRIC_WORDS
 from ddg_sweep.search.searches import check_installed
 
@@ -63,9 +63,9 @@ def importances(group) -> dict[str, float] | str:
 def render_importance(agg_dir) -> str:
     import pandas as pd
 
-    path = Path(agg_dir) / SEARCH_TRIALS_FILE
+    path = Path(agg_dir) / SEARCH_TRIALS_PARQUET
     if not path.is_file():
-        raise UserError(f"{agg_dir} holds no search trials ({SEARCH_TRIALS_FILE} missing): run a search "
+        raise UserError(f"{agg_dir} holds no search trials ({SEARCH_TRIALS_PARQUET} missing): run a search "
                         "(sweep --search ...), then aggregate its folder, and pass --input that aggregate")
     check_installed("optuna", "tables --importance")
     trials = pd.read_parquet(path)

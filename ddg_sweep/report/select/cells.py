@@ -6,7 +6,7 @@ trial seed's accuracies are averaged over the test environments *that trial
 has*, then mean and standard error are taken over trial seeds; so a trial
 missing an environment still counts. `complete` says whether every trial seed
 has every environment (False: the cell is marked in markdown/LaTeX); `ties`
-counts the selections in the cell that the tie rule decided (selection.py).
+counts the selections in the cell that the tie rule decided (rules.py).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ TABLE_COLUMNS = ["selection", "dataset", "algorithm", "test_env", "env_name", "m
 CELL_KEYS = ["selection", "dataset", "algorithm"]
 
 
-def mean_and_sem(accs: np.ndarray) -> tuple[float, float]:
+def percent_mean_and_sem(accs: np.ndarray) -> tuple[float, float]:
     # DomainBed's format_mean arithmetic, so printed digits agree.
     return 100 * float(np.mean(accs)), 100 * float(np.std(accs / np.sqrt(len(accs))))
 
@@ -56,7 +56,7 @@ def cell_table(selected: pd.DataFrame, env_names: dict[str, list[str]]) -> pd.Da
         for e, env_start in enumerate(env_starts):
             env_stop = env_starts[e + 1] if e + 1 < len(env_starts) else stop
             test_env = int(env[env_start])
-            mean, sem = mean_and_sem(acc[env_start:env_stop])
+            mean, sem = percent_mean_and_sem(acc[env_start:env_stop])
             name = names[test_env] if 0 <= test_env < len(names) else str(test_env)
             rows.append((selection, dataset, algorithm, test_env, name, mean, sem,
                          env_stop - env_start, env_stop - env_start == len(trials),
@@ -71,7 +71,7 @@ def cell_table(selected: pd.DataFrame, env_names: dict[str, list[str]]) -> pd.Da
                                 for a, b in zip(bounds[:-1], bounds[1:])])
         n_envs = len(names) or len(np.unique(env[start:stop]))
         complete = all(b - a == n_envs for a, b in zip(bounds[:-1], bounds[1:]))
-        mean, sem = mean_and_sem(trial_means)
+        mean, sem = percent_mean_and_sem(trial_means)
         rows.append((selection, dataset, algorithm, AVERAGE_ENV, "Avg", mean, sem,
                      len(trial_means), complete, int(tie[start:stop].sum())))
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)

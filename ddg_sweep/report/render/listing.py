@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from ddg_sweep.report.selection import SELECTION_METHODS
+from ddg_sweep.report.select.rules import SELECTION_METHODS
 
 PROVENANCE_SHOWN = ("ddg_sweep", "git_commit", "torch", "device")
 

@@ -5,8 +5,6 @@ in the file itself. The text format carries none (it stays DomainBed's output).
 """
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
 INCOMPLETE = "incomplete"
@@ -69,21 +67,20 @@ def version_mix_note(messages: list[str]) -> str:
             + " (selected.parquet, prov_* columns).")
 
 
-def _code_spans(text: str) -> str:
-    """`command` -> \\texttt{command} (typewriter keeps `--with-pairs` two hyphens)."""
-    return re.sub(r"`([^`]+)`", r"\\texttt{\1}", text)
-
-
-def render_notes(lines: list, fmt: str) -> str:
-    """Notes below a table; `lines`: sentences or (mark, sentence) pairs."""
-    from ddg_sweep.report.formats import escape_latex
-
-    pairs = [line if isinstance(line, tuple) else ("", line) for line in lines]
-    if not pairs:
-        return ""
-    if fmt == "markdown":
-        return "\n" + "\n\n".join(("\\" + mark if mark == "*" else mark) + (" " if mark else "")
-                                   + text for mark, text in pairs) + "\n"
-    body = " \\\\\n".join(mark + (" " if mark else "") + _code_spans(escape_latex(text))
-                           for mark, text in pairs)
-    return "{\\footnotesize\n" + body + "\n\\par}\n"
+def search_notes(summary: dict) -> list[str]:
+    """One sentence per search row a table shows."""
+    rows = summary.get("search_rows") or {}
+    lines = []
+    for label in (a for a in summary["algorithms"] if a in rows):
+        row = rows[label]
+        if row["metric"] == "oracle":
+            lines.append(f"{label}: hyperparameters chosen by a search ({row['searcher']}) that maximised "
+                         "test-domain accuracy (--metric oracle): an ORACLE result, not one under DomainBed's "
+                         "protocol.")
+        else:
+            lines.append(f"{label}: hyperparameters chosen by a search ({row['searcher']}) that maximised "
+                         "training-domain validation accuracy (--metric val_acc, within the protocol).")
+    hidden = summary.get("hidden_search_rows")
+    if hidden:
+        lines.append(f"Left out: the rows of searches ({', '.join(hidden)}); `tables --include-search` shows them.")
+    return lines

@@ -5,9 +5,10 @@ A run a search suggested (its folder holds `search.json`) is tagged in records.p
 `algorithm` becomes a row of its own, `DDG [search optuna]`, or `DDG [ORACLE search optuna]`
 when the searcher maximised test-domain accuracy: selection never mixes a search's runs with
 the protocol's runs of a cell, the standard tables leave those rows out unless
-`--include-search`, and every table and plot that shows them names them so.
-`search_trials.parquet` holds one row per trial (state, objective, configuration), what the
-search plots and `tables --importance` read.
+`--include-search` (render/tables.py, `visible`), and every table and plot that shows them
+names them so.
+`search_trials` gives search_trials.parquet's rows: one per trial (state, objective,
+configuration), what the search plots and `tables --importance` read.
 """
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ import numpy as np
 import pandas as pd
 
 from ddg_sweep.search.searches import SEARCH_FILE
-
-SEARCH_TRIALS_FILE = "search_trials.parquet"
 
 
 def row_label(algorithm: str, header: dict) -> str:
@@ -68,34 +67,6 @@ def tag_search_runs(frame: pd.DataFrame, input_dir, searched=None) -> tuple[pd.D
             label = row_label(algorithms[firsts[position[run]]], header)
             rows[label] = {"search": header["label"], "searcher": header["searcher"], "metric": header["metric"]}
     return frame, rows
-
-
-def visible(summary: dict, include_search: bool) -> dict:
-    """The summary the tables render: search rows dropped unless asked for."""
-    rows = summary.get("search_rows") or {}
-    if include_search or not rows:
-        return summary
-    return {**summary, "algorithms": [a for a in summary["algorithms"] if a not in rows],
-            "hidden_search_rows": [a for a in summary["algorithms"] if a in rows]}
-
-
-def search_notes(summary: dict) -> list[str]:
-    """One sentence per search row a table shows."""
-    rows = summary.get("search_rows") or {}
-    notes = []
-    for label in (a for a in summary["algorithms"] if a in rows):
-        row = rows[label]
-        if row["metric"] == "oracle":
-            notes.append(f"{label}: hyperparameters chosen by a search ({row['searcher']}) that maximised "
-                         "test-domain accuracy (--metric oracle): an ORACLE result, not one under DomainBed's "
-                         "protocol.")
-        else:
-            notes.append(f"{label}: hyperparameters chosen by a search ({row['searcher']}) that maximised "
-                         "training-domain validation accuracy (--metric val_acc, within the protocol).")
-    hidden = summary.get("hidden_search_rows")
-    if hidden:
-        notes.append(f"Left out: the rows of searches ({', '.join(hidden)}); `tables --include-search` shows them.")
-    return notes
 
 
 def search_trials(input_dir) -> pd.DataFrame:

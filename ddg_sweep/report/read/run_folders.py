@@ -1,5 +1,7 @@
 """Run folders below a sweep and the text of their files: finding, reading, first lines.
 
+The byte-level helpers here are what the rest of `read/` shares (parsing, records, swad).
+
 Layouts: ours (`SWEEP/runs/<job_id>/results.jsonl`) and DomainBed's flat one
 (`SWEEP/<hash>/results.jsonl`); any folder holding a `results.jsonl` is a run.
 """
@@ -17,10 +19,9 @@ from ddg_sweep.search.searches import SEARCH_FILE
 
 RESULTS_FILE = "results.jsonl"
 DONE_FILE = "done"
-SWAD_FILE = "swad.json"
+SWAD_JSON = "swad.json"
 REQUIRED_ARGS = ("dataset", "algorithm", "test_envs", "trial_seed", "hparams_seed")
 ENV_KEY = re.compile(r"^env(\d+)_(in|out)_acc$")
-
 
 
 @dataclass
@@ -55,7 +56,7 @@ def find_runs(input_dir: Path) -> list[RunFile]:
         if RESULTS_FILE in names:
             run_id = "." if folder == root else (
                 folder[len(prefix):] if folder.startswith(prefix) else os.path.relpath(folder, root))
-            found.append(RunFile(run_id, folder, DONE_FILE in names, SWAD_FILE in names,
+            found.append(RunFile(run_id, folder, DONE_FILE in names, SWAD_JSON in names,
                                   PROVENANCE_FILE in names, STOPPED_FILE in names, SEARCH_FILE in names))
             if folder != root:
                 continue
@@ -64,7 +65,7 @@ def find_runs(input_dir: Path) -> list[RunFile]:
     return found
 
 
-def _read_file(path: str) -> bytes | None:
+def read_file(path: str) -> bytes | None:
     """The file's bytes (os.open/os.read: a third of the system calls of open().read())."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -84,12 +85,12 @@ def _read_file(path: str) -> bytes | None:
         os.close(fd)
 
 
-def _first_good_line(content: bytes) -> tuple[dict | None, int]:
+def first_good_line(content: bytes) -> tuple[dict | None, int]:
     """The first line that parses as a record with the required args; lines tried."""
     first = content[:content.find(b"\n")] if b"\n" in content else content
     try:  # the usual case: the very first line is fine
         record = json.loads(first)
-        if isinstance(record, dict) and _has_required_args(record):
+        if isinstance(record, dict) and has_required_args(record):
             return record, 1
     except ValueError:
         pass
@@ -102,23 +103,23 @@ def _first_good_line(content: bytes) -> tuple[dict | None, int]:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and _has_required_args(record):
+        if isinstance(record, dict) and has_required_args(record):
             return record, tried
     return None, tried
 
 
-def _has_required_args(record: dict) -> bool:
+def has_required_args(record: dict) -> bool:
     args = record.get("args")
     return (isinstance(args, dict) and all(args.get(k) is not None for k in REQUIRED_ARGS)
             and isinstance(args["test_envs"], list) and len(args["test_envs"]) > 0)
 
 
-def _env_count(record: dict) -> int:
+def env_count(record: dict) -> int:
     indices = [int(m.group(1)) for m in map(ENV_KEY.match, record) if m]
     return max(indices) + 1 if indices else 0
 
 
-def _drop_truncated_tail(content: bytes) -> tuple[bytes, int]:
+def drop_truncated_tail(content: bytes) -> tuple[bytes, int]:
     """A file cut mid-write ends without a newline; drop that last line if it is broken."""
     if not content or content.endswith(b"\n"):
         return content, 0
@@ -130,7 +131,7 @@ def _drop_truncated_tail(content: bytes) -> tuple[bytes, int]:
         return content[:cut], 1
 
 
-def _run_row(run: RunFile, header: dict, n_envs: int) -> dict:
+def run_row(run: RunFile, header: dict, n_envs: int) -> dict:
     args = header["args"]
     test_envs = [int(env) for env in args["test_envs"]]
     return {
@@ -154,7 +155,7 @@ def _run_row(run: RunFile, header: dict, n_envs: int) -> dict:
     }
 
 
-def _first_line(content: bytes) -> bytes | None:
+def first_nonblank_line(content: bytes) -> bytes | None:
     """The first non-blank line (with its newline), or None for a blank file."""
     start = 0
     while start < len(content):
@@ -169,5 +170,5 @@ def _first_line(content: bytes) -> bytes | None:
 _ENV_IN_LINE = re.compile(rb'"env(\d+)_(?:in|out)_acc"')
 
 
-def _env_count_of_line(line: bytes) -> int:
+def env_count_of_line(line: bytes) -> int:
     return max((int(m) for m in _ENV_IN_LINE.findall(line)), default=-1) + 1

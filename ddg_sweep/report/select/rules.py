@@ -17,7 +17,8 @@ Ties follow DomainBed's code, so both tools pick the same run (docs/report.md):
 
 Each chosen row says how many runs shared its validation accuracy (`tied_runs`)
 and whether their test accuracies differ (`tie_decided`: the tie rule chose the
-number the table shows).
+number the table shows). `select_all` applies every rule and adds the chosen run's
+folder, job id, hyperparameters and provenance: selected.parquet's rows.
 """
 from __future__ import annotations
 
@@ -263,3 +264,41 @@ SELECTION_METHODS = {method.key: method for method in
                      (IIDSelection, LeaveOneOutSelection, OracleSelection, SwadSelection)}
 # DomainBed's collect_results prints iid, loo, oracle in this order; swad comes last.
 SELECTION_ORDER = ("iid", "loo", "oracle", "swad")
+
+
+# Per-run columns copied from the chosen record into selected.parquet (plus hp_*, prov_*).
+RUN_INFO_COLUMNS = ("run_id", "job_id")
+SELECTED_FIRST = ["selection", "dataset", "algorithm", "test_env", "trial_seed", "run_id",
+                  "job_id", "hparams_seed", "step", "val_acc", "test_acc", "tied_runs",
+                  "tie_decided"]
+
+
+def _run_info(source: pd.DataFrame, order) -> pd.DataFrame:
+    columns = [c for c in source.columns
+               if c in RUN_INFO_COLUMNS or c.startswith(("hp_", "prov_"))]
+    info = source[columns].iloc[np.asarray(order, dtype=np.int64)].reset_index(drop=True)
+    return info.astype({c: "string" for c in columns
+                        if isinstance(info[c].dtype, pd.CategoricalDtype)})
+
+
+def select_all(records: pd.DataFrame, swad: pd.DataFrame) -> pd.DataFrame:
+    """Every selection's chosen run per (trial_seed, dataset, algorithm, test_env): its
+    accuracies, run folder, job id, hyperparameters and provenance (docs/report.md)."""
+    chosen = []
+    records_view = explode_by_test_env(records)
+    for key in SELECTION_ORDER:
+        source = swad if key == "swad" else records
+        if key == "swad":
+            selected = SELECTION_METHODS[key].select(swad)
+        else:
+            selected = SELECTION_METHODS[key].select(records, records_view)
+        if len(selected):
+            selected = selected.reset_index(drop=True)
+            info = _run_info(source, selected.pop("order"))
+            chosen.append(pd.concat([selected.assign(selection=key), info], axis=1))
+    if not chosen:
+        return pd.DataFrame(columns=SELECTED_FIRST)
+    selected = pd.concat(chosen, ignore_index=True)
+    rest = sorted(c for c in selected.columns if c not in SELECTED_FIRST)
+    selected = selected[SELECTED_FIRST + rest]
+    return selected.astype({"step": "int64", "tied_runs": "int64", "tie_decided": "bool"})

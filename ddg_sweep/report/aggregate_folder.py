@@ -1,4 +1,7 @@
-"""The aggregate folder's files: atomic writes and loading them back."""
+"""The aggregate folder (AGG, made by `aggregate`): its files' names, writing and loading them.
+
+It is where reading and selection hand over to the tables and plots, which load it back.
+"""
 from __future__ import annotations
 
 import io
@@ -8,12 +11,13 @@ from pathlib import Path
 from ddg_sweep.errors import UserError
 from ddg_sweep.io import atomic_write_bytes, atomic_write_text  # noqa: F401  (the report's writers)
 
-RECORDS_FILE = "records.parquet"
-SWAD_FILE = "swad.parquet"
-TABLE_FILE = "table.parquet"
-SELECTED_FILE = "selected.parquet"
-SUMMARY_FILE = "summary.json"
-TEXT_TABLES_FILE = "tables.txt"
+RECORDS_PARQUET = "records.parquet"
+SWAD_PARQUET = "swad.parquet"
+TABLE_PARQUET = "table.parquet"
+SELECTED_PARQUET = "selected.parquet"
+SEARCH_TRIALS_PARQUET = "search_trials.parquet"
+SUMMARY_JSON = "summary.json"
+TABLES_TXT = "tables.txt"
 
 
 def atomic_write_parquet(path: Path, frame) -> Path:
@@ -36,7 +40,7 @@ def not_an_aggregate(agg_dir: Path, missing: str, flag: str = "--input") -> User
     """The error for a folder that is no aggregate: point at OUT/aggregate when it holds one,
     else say how to make an aggregate beside the sweep (never inside its run folders)."""
     nested = agg_dir / "aggregate"
-    if (nested / TABLE_FILE).is_file():
+    if (nested / TABLE_PARQUET).is_file():
         return UserError(f"{agg_dir} is a sweep folder, not an aggregate ({missing} missing); its "
                          f"aggregate is {nested}: pass {flag} {nested}")
     if (agg_dir / "runs").is_dir() or (agg_dir / "jobs.json").is_file():
@@ -53,18 +57,18 @@ def load_aggregate(agg_dir) -> tuple:
     import pandas as pd
 
     agg_dir = Path(agg_dir)
-    table_path, summary_path = agg_dir / TABLE_FILE, agg_dir / SUMMARY_FILE
+    table_path, summary_path = agg_dir / TABLE_PARQUET, agg_dir / SUMMARY_JSON
     if not table_path.is_file() or not summary_path.is_file():
-        raise not_an_aggregate(agg_dir, f"{TABLE_FILE} / {SUMMARY_FILE}")
+        raise not_an_aggregate(agg_dir, f"{TABLE_PARQUET} / {SUMMARY_JSON}")
     return pd.read_parquet(table_path), json.loads(summary_path.read_text())
 
 
 def load_records(agg_dir):
     import pandas as pd
 
-    path = Path(agg_dir) / RECORDS_FILE
+    path = Path(agg_dir) / RECORDS_PARQUET
     if not path.is_file():
-        raise not_an_aggregate(Path(agg_dir), RECORDS_FILE)
+        raise not_an_aggregate(Path(agg_dir), RECORDS_PARQUET)
     return pd.read_parquet(path)
 
 
@@ -72,5 +76,5 @@ def load_selected(agg_dir):
     """selected.parquet of an aggregate, or None when it has none (an older aggregate)."""
     import pandas as pd
 
-    path = Path(agg_dir) / SELECTED_FILE
+    path = Path(agg_dir) / SELECTED_PARQUET
     return pd.read_parquet(path) if path.is_file() else None

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddg_sweep.report.plots import safe_name, save
-from ddg_sweep.report.search_runs import SEARCH_TRIALS_FILE
+from ddg_sweep.report.aggregate_folder import SEARCH_TRIALS_PARQUET
+from ddg_sweep.report.plots.toolbox import safe_name, save
 from ddg_sweep.search.objective import METRIC_WORDS
 
 
@@ -101,7 +101,7 @@ def plot_parallel(group: pd.DataFrame, out_dir: Path, plt) -> Path | None:
 
 
 def make_search_plots(agg_dir, out_dir, plt) -> tuple[list[Path], list[str]]:
-    path = Path(agg_dir) / SEARCH_TRIALS_FILE
+    path = Path(agg_dir) / SEARCH_TRIALS_PARQUET
     if not path.is_file():
         return [], []
     trials = pd.read_parquet(path)
