@@ -9,7 +9,6 @@ state is read from that folder alone. Nothing here imports torch or Ray.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections import Counter
@@ -21,8 +20,9 @@ from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import check_test_envs, get_dataset_spec
 from ddg_sweep.errors import UserError
 from ddg_sweep.hparams import check_hparams, identity_hparams, resolve_hparams, resolve_step
-from ddg_sweep.seeding import seed_hash
+from ddg_sweep.seeding import identity_id, seed_hash
 
+JOB_ID_DIGITS = 20  # hex digits of a job id (ddg_sweep.seeding.identity_id)
 RUNS_FOLDER = "runs"
 ERROR_FILE = "error.json"
 NODE_FILE = "node.json"
@@ -65,9 +65,7 @@ class Job:
 
     @property
     def job_id(self) -> str:
-        hashed = self.identity() | {"hparams": identity_hparams(self.hparams)}
-        canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+        return identity_id(self.identity() | {"hparams": identity_hparams(self.hparams)}, JOB_ID_DIGITS)
 
     @property
     def seed(self) -> int:

@@ -41,32 +41,37 @@ def model_problems(jobs, locations: dict) -> list[str]:
     return problems
 
 
-def data_problems(jobs, data_dir) -> list[str]:
-    """One line per problem with the on-disk datasets of the jobs (layout, then every image)."""
+def _on_disk(jobs) -> list:
     from ddg_sweep.data.catalog import get_dataset_spec
+
+    specs = (get_dataset_spec(dataset) for dataset in sorted({job.dataset for job in jobs}))
+    return [spec for spec in specs if not spec.builtin]
+
+
+def folder_problems(jobs, data_dir) -> list[str]:
+    """Each on-disk dataset's folder exists under --data-dir (cheap: checked first)."""
+    if data_dir is None:
+        return [f"{spec.name} needs --data-dir: the folder that holds {spec.folder}/" for spec in _on_disk(jobs)]
+    return [f"{Path(data_dir) / spec.folder} does not exist: --data-dir must hold the {spec.name} folder "
+            f"{spec.folder}/" for spec in _on_disk(jobs) if not (Path(data_dir) / spec.folder).is_dir()]
+
+
+def data_problems(jobs, data_dir) -> list[str]:
+    """Layout and every image of each on-disk dataset whose folder exists (remembered per class folder)."""
     from ddg_sweep.data.folders import check_dataset
 
-    problems: list[str] = []
-    for dataset in sorted({job.dataset for job in jobs}):
-        spec = get_dataset_spec(dataset)
-        if spec.builtin:
-            continue
-        if data_dir is None:
-            problems.append(f"{dataset} needs --data-dir: the folder that holds {spec.folder}/")
-            continue
-        folder = Path(data_dir) / spec.folder
-        if not folder.is_dir():
-            problems.append(f"{folder} does not exist: --data-dir must hold the {dataset} folder {spec.folder}/")
-            continue
-        problems += check_dataset(spec, data_dir)
-    return problems
+    if data_dir is None:
+        return []
+    return [line for spec in _on_disk(jobs) if (Path(data_dir) / spec.folder).is_dir()
+            for line in check_dataset(spec, data_dir)]
 
 
 def sweep_problems(jobs, locations: dict, with_data: bool = True) -> list[str]:
-    problems = model_problems(jobs, locations)
-    if with_data:
-        problems += data_problems(jobs, locations.get("data_dir"))
-    return problems
+    """Every problem, cheapest checks first: dataset folders, models, then the datasets' images."""
+    if not with_data:
+        return model_problems(jobs, locations)
+    data_dir = locations.get("data_dir")
+    return folder_problems(jobs, data_dir) + model_problems(jobs, locations) + data_problems(jobs, data_dir)
 
 
 def preflight(jobs, locations: dict, say: Callable[[str], None] = print) -> None:

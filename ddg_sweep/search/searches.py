@@ -17,7 +17,6 @@ how it resumes. Nothing here imports Ray or torch.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import sys
@@ -33,8 +32,10 @@ from ddg_sweep.jobs import (Job, estimated_seconds, job_dir, job_state, make_job
                             runs_dir, write_manifest)
 from ddg_sweep.search.distributions import Distribution, space_to_json
 from ddg_sweep.search.objective import METRICS, trial_trajectory
+from ddg_sweep.seeding import identity_id
 from ddg_sweep.seeding import seed_hash
 
+SEARCH_ID_DIGITS = 16  # hex digits of a search id (ddg_sweep.seeding.identity_id)
 SEARCHERS = ("optuna", "hyperopt", "random")
 SCOPES = ("env", "dataset")
 SCHEDULERS = ("asha",)
@@ -102,8 +103,7 @@ class Search:
 
     @property
     def search_id(self) -> str:
-        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return identity_id(self.identity(), SEARCH_ID_DIGITS)
 
     @property
     def label(self) -> str:
