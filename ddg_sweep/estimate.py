@@ -150,9 +150,8 @@ def measure(output_dir) -> Measured:
 def _read_run(folder: Path, measured: Measured) -> tuple | None:
     """Adds the run's records to `measured`; (worker, start, (algorithm, family), startup seconds)
     for a run that finished in one attempt, else None."""
-    records = _records(folder / "results.jsonl")
-    previous, trained, evaluated, images = -1, 0.0, 0.0, 0
-    for record in records:
+    previous, trained, evaluated, images, run = -1, 0.0, 0.0, 0, None
+    for record in _records(folder / "results.jsonl"):
         try:
             args, hparams, step = record["args"], record.get("hparams") or {}, int(record["step"])
             key = step_key(args["dataset"], args["algorithm"], args.get("test_envs", ()), hparams,
@@ -163,6 +162,7 @@ def _read_run(folder: Path, measured: Measured) -> tuple | None:
         if step <= previous:
             continue
         measured.records += 1
+        run = run or (args["algorithm"], _family(hparams), args["dataset"])
         entry = measured.steps.setdefault(key, [0.0, 0])
         entry[0], entry[1] = entry[0] + seconds, entry[1] + step - previous
         trained, previous = trained + seconds, step
@@ -172,15 +172,14 @@ def _read_run(folder: Path, measured: Measured) -> tuple | None:
             entry[0], entry[1] = entry[0] + eval_time, entry[1] + eval_images
             evaluated, images = evaluated + eval_time, images + eval_images
     node, done = read_json(folder / NODE_FILE), folder / "done"
-    if not (node and done.exists() and node.get("attempt") == 1 and evaluated > 0 and previous >= 0):
+    if not (run and node and done.exists() and node.get("attempt") == 1 and evaluated > 0):
         return None
-    args, hparams = records[0]["args"], records[0].get("hparams") or {}
-    swad = sum(get_dataset_spec(args["dataset"]).images) * evaluated / images
+    swad = sum(get_dataset_spec(run[2]).images) * evaluated / images
     try:
         wall = done.stat().st_mtime - float(node["time"])
     except (KeyError, TypeError, ValueError, OSError):
         return None
-    return ((node.get("hostname"), node.get("pid")), float(node["time"]), (args["algorithm"], _family(hparams)),
+    return ((node.get("hostname"), node.get("pid")), float(node["time"]), run[:2],
             max(wall - trained - evaluated - swad, 0.0))
 
 
