@@ -22,7 +22,7 @@ from pathlib import Path
 from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.hparams import frozen_passes, resolve_step
-from ddg_sweep.jobs import NODE_FILE, Job, job_dir, read_json, runs_dir
+from ddg_sweep.jobs import MANIFEST_FILE, NODE_FILE, Job, read_json, runs_dir
 from ddg_sweep.splits import checkpoint_steps, evaluated_splits, split_sizes
 
 # Seconds per training step by model family, algorithm and stage. "paper": one H100 at the
@@ -52,8 +52,10 @@ PAPER_CARD = "one NVIDIA H100 80GB"  # where the paper figures were measured (do
 EVAL_IMAGES_PER_S = {"paper": 1700.0, "tiny": 3000.0}
 STARTUP_SECONDS = {"paper": 60.0, "tiny": 2.0}
 WORKER_START_SECONDS = {"paper": 10.0, "tiny": 20.0}
-# The 28 s that narrowed demo sweep spent outside any trial: the local cluster's start and stop.
+# The 28 s that narrowed demo sweep spent outside any trial: the local cluster's start and stop;
+# of them about 6 s after its last trial (measured from the folder: the rest, `launch` below).
 LAUNCH_SECONDS = 30.0
+TEARDOWN_SECONDS = 6.0
 FIGURES = ("steps", "evaluation", "startup")
 
 
@@ -94,6 +96,7 @@ class Measured:
     evaluation: dict = field(default_factory=dict)  # (dataset, family) -> [seconds, images]
     startup: dict = field(default_factory=dict)  # (algorithm, family) -> [seconds per run]
     worker_start: dict = field(default_factory=dict)  # family -> [seconds per fresh worker]
+    launch: float | None = None  # the last sweep's start (jobs.json written) to its first trial's
     records: int = 0
     runs: int = 0
 
@@ -144,7 +147,20 @@ def measure(output_dir) -> Measured:
             runs.append(run)
     measured.runs = len(runs)
     _split_startup(runs, measured)
+    measured.launch = _launch(Path(output_dir), root)
     return measured
+
+
+def _launch(out: Path, root: Path) -> float | None:
+    """Seconds from the last sweep's start (it writes jobs.json first) to its first trial's start
+    (node.json): the local cluster's start, Tune's setup and the sweep's own preparation."""
+    try:
+        began = (out / MANIFEST_FILE).stat().st_mtime
+    except OSError:
+        return None
+    starts = [float(node["time"]) for node in (read_json(p) for p in root.glob(f"*/{NODE_FILE}"))
+              if isinstance(node, dict) and isinstance(node.get("time"), (int, float)) and node["time"] >= began]
+    return min(starts) - began if starts else None
 
 
 def _read_run(folder: Path, measured: Measured) -> tuple | None:
@@ -289,6 +305,7 @@ class Estimate:
     measured: Measured
     worker_start: float  # seconds per fresh worker process
     workers_started: int
+    launch: float  # seconds a sweep spends outside its trials (a local cluster's start and stop)
     wall_seconds: float  # launch + the jobs handed out in order to `concurrency` slots
 
     def part(self, name: str) -> float:
@@ -329,7 +346,7 @@ class Estimate:
                                       "startup": hours(self.startup_seconds)},
                 "wall_seconds": round(self.wall_seconds, 1), "wall_hours": hours(self.wall_seconds),
                 "concurrency": self.concurrency,
-                "launch_seconds": LAUNCH_SECONDS if self.wall_seconds else 0.0,
+                "launch_seconds": round(self.launch, 1) if self.wall_seconds else 0.0,
                 "figures": {"measured": self.figures("measured"), "constants": self.figures("constants"),
                             "records": self.measured.records, "runs": self.measured.runs}}
 
@@ -354,5 +371,6 @@ def estimate(work: list[tuple[Job, int]], output_dir, concurrency: int | None = 
         fresh = not (reuse and has_worker)
         started += fresh
         heapq.heappush(free, (at + cost.seconds + (worker_start if fresh else 0.0), slot, True))
-    wall = LAUNCH_SECONDS + max(at for at, _, _ in free) if started else 0.0
-    return Estimate(costs, slots, concurrency is not None, measured, worker_start, started, wall)
+    launch = LAUNCH_SECONDS if measured.launch is None else measured.launch + TEARDOWN_SECONDS
+    wall = launch + max(at for at, _, _ in free) if started else 0.0
+    return Estimate(costs, slots, concurrency is not None, measured, worker_start, started, launch, wall)

@@ -54,8 +54,6 @@ def _hours(hours: float) -> str:
 def describe(estimate) -> list[str]:
     """Three lines: GPU-hours by part, wall time and what it assumes, which figures it used
     (an ddg_sweep.estimate.Estimate: `plan`, `plan --search` and `status` print the same)."""
-    from ddg_sweep.estimate import LAUNCH_SECONDS
-
     if not estimate.wall_seconds:
         return ["estimated GPU-hours left: 0.0, nothing left to train"]
     lines = [f"estimated GPU-hours left: {_hours(estimate.gpu_hours)} (training {_hours(estimate.part('train') / 3600)}, "
@@ -67,7 +65,8 @@ def describe(estimate) -> list[str]:
     else:
         why = "one GPU; --max-concurrent N for N GPUs"
     lines.append(f"estimated wall time left: {_duration(estimate.wall_seconds)} with {estimate.concurrency} "
-                 f"job(s) at once ({why}), including {LAUNCH_SECONDS:.0f} s to start a local Ray cluster")
+                 f"job(s) at once ({why}), including {estimate.launch:.0f} s to start and stop a local Ray cluster"
+                 + (" (measured)" if estimate.measured.launch is not None else ""))
     lines.append("figures: " + "; ".join(_measured_words(estimate) + _constant_words(estimate)))
     return lines
 
