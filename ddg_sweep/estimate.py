@@ -139,14 +139,18 @@ def measure(output_dir) -> Measured:
     finished in one attempt also gives its startup: its wall time (node.json's start to `done`)
     less its steps and evaluations (SWAD's at the run's own rate). A worker process's first run
     also started the worker: the difference to the others' startup is the worker start."""
-    measured, runs = Measured(), []
+    measured, runs, first = Measured(), [], {}
     root = runs_dir(output_dir)
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         run = _read_run(folder, measured)
         if run is not None:
             runs.append(run)
+        node = read_json(folder / NODE_FILE)  # every trial counts for its worker's first, measured or not
+        if isinstance(node, dict) and isinstance(node.get("time"), (int, float)):
+            worker = (node.get("hostname"), node.get("pid"))
+            first[worker] = min(first.get(worker, node["time"]), node["time"])
     measured.runs = len(runs)
-    _split_startup(runs, measured)
+    _split_startup(runs, measured, first)
     measured.launch = _launch(Path(output_dir), root)
     return measured
 
@@ -199,16 +203,13 @@ def _read_run(folder: Path, measured: Measured) -> tuple | None:
             max(wall - trained - evaluated - swad, 0.0))
 
 
-def _split_startup(runs: list[tuple], measured: Measured) -> None:
-    """Startup per (algorithm, family) from the runs that were not their worker's first; worker
+def _split_startup(runs: list[tuple], measured: Measured, first: dict) -> None:
+    """Startup per (algorithm, family) from the runs that were not their worker's first (`first`:
+    each worker's first trial start); worker
     start per family from the first ones, less the startup of their algorithm (else family).
     Where every run of a family was a worker's first (Tune starts a worker per trial unless it
     reuses them), their startup is theirs less the worker start constant."""
-    first: dict = {}
-    for index, (worker, start, _, _) in enumerate(runs):
-        if worker not in first or start < runs[first[worker]][1]:
-            first[worker] = index
-    firsts = set(first.values())
+    firsts = {index for index, (worker, start, _, _) in enumerate(runs) if start <= first[worker]}
     for index, (_, _, key, seconds) in enumerate(runs):
         if index not in firsts:
             measured.startup.setdefault(key, []).append(seconds)
