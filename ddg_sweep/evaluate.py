@@ -1,11 +1,6 @@
 """Accuracy on the splits model selection reads, and the validation loss SWAD watches.
 
-DomainBed's selection rules read, at each checkpoint, only the training environments' `out`
-splits (training-domain validation, SWAD's loss) and the test environments' `in` and `out`
-splits (the reported accuracy, the oracle, leave-one-domain-out's validation environment).
-The training environments' `in` splits (most of the images) are read by no rule, so a run
-evaluates them only at its last checkpoint, unless `--eval-all-splits` asks for every split at
-every checkpoint as DomainBed does.
+Which splits each checkpoint evaluates is ddg_sweep/splits.py (torch-free, so `plan` counts them too).
 """
 from __future__ import annotations
 
@@ -14,26 +9,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
-
-def split_names(n_envs: int) -> list[str]:
-    """Every split of a dataset, in record order: env0_in, env0_out, env1_in, ..."""
-    return [f"env{env}_{part}" for env in range(n_envs) for part in ("in", "out")]
-
-
-def selection_splits(n_envs: int, test_envs) -> list[str]:
-    """The splits a selection rule reads (see the module docstring), in record order."""
-    tested = set(test_envs)
-    return [f"env{env}_{part}" for env in range(n_envs) for part in ("in", "out")
-            if part == "out" or env in tested]
-
-
-def evaluated_splits(n_envs: int, test_envs, last_checkpoint: bool, eval_all_splits: bool = False) -> list[str]:
-    """What a checkpoint evaluates: everything at the last one (or with --eval-all-splits), else
-    what selection reads."""
-    if last_checkpoint or eval_all_splits:
-        return split_names(n_envs)
-    return selection_splits(n_envs, test_envs)
 
 
 def evaluation_precision(device: torch.device):

@@ -22,6 +22,15 @@ ALIGNED = ("VL2V", "DDG")  # algorithms with the CLIP teacher, its alignment los
 GUIDANCE_FORMS = ("prediction", "target", "interpolate")  # DDG's L_diff forms (algorithms/losses.py)
 
 
+def frozen_passes(form: str, scale: float) -> tuple[str, ...]:
+    """The no-grad UNet passes a form needs beside the student's: the domain style's ("negative")
+    unless w = 1, and for `target` the label's class prompt ("label"). Here, not in
+    algorithms/losses.py, because `plan` costs a Stage II step by them without importing torch."""
+    if scale == 1.0:
+        return ()
+    return ("negative", "label") if form == "target" else ("negative",)
+
+
 @dataclass(frozen=True)
 class HParam:
     name: str

@@ -19,7 +19,7 @@ from ddg_sweep import PROTOCOL_VERSION
 from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import check_test_envs, get_dataset_spec
 from ddg_sweep.errors import UserError
-from ddg_sweep.hparams import check_hparams, identity_hparams, resolve_hparams, resolve_step
+from ddg_sweep.hparams import check_hparams, identity_hparams, resolve_hparams
 from ddg_sweep.seeding import identity_id, seed_hash
 
 JOB_ID_DIGITS = 20  # hex digits of a job id (ddg_sweep.seeding.identity_id)
@@ -30,20 +30,6 @@ STOPPED_FILE = "stopped.json"  # a search's scheduler (ASHA) stopped the job's t
 MANIFEST_FILE = "jobs.json"  # every job any sweep into OUT planned, so `status` knows the pending ones
 RUNNING_WINDOW_S = 300  # a job whose train.log changed this recently counts as running
 STATES = ("done", "stopped", "running", "failed", "partial", "pending")
-
-# Seconds per training step on one H100 at the paper's settings (32 images x 3 domains, SD
-# resolution 512), by algorithm and stage; `plan` uses them only where OUT holds no measured
-# step of that (dataset, algorithm, stage). DDG's are measured by `bench --models paper-arch`
-# (docs/performance.md: Stage I 666 img/s, Stage II 47 img/s with UNet checkpointing, which
-# 512 px needs on 80 GB); ERM and VL2V are estimates from the same student and CLIP passes.
-STEP_SECONDS = {
-    "ERM": {None: 0.08},
-    "VL2V": {"align": 0.144, "align_backbone": 0.20},
-    "DDG": {"align": 0.144, "diffusion": 2.03},
-}
-STEP_SECONDS_TINY = 0.03  # the tiny model family (DemoDigits), any stage, on a CPU core
-STEP_SECONDS_CARD = "one NVIDIA H100 80GB"  # where STEP_SECONDS was measured (docs/performance.md)
-
 
 @dataclass(frozen=True, eq=True)
 class Job:
@@ -199,10 +185,10 @@ def last_record(folder: Path) -> dict | None:
 
 @dataclass
 class Plan:
+    """A sweep's jobs and their states; what they have left costs is ddg_sweep/estimate.py."""
+
     jobs: list[Job]
     states: dict[str, str]  # job_id -> state
-    gpu_hours: float
-    gpu_hours_source: str
 
     def counts(self) -> dict:
         by_dataset: dict[str, Counter] = {}
@@ -225,8 +211,7 @@ class Plan:
         jobs = [{"job_id": j.job_id, "algorithm": j.algorithm, "dataset": j.dataset,
                  "test_envs": list(j.test_envs), "trial_seed": j.trial_seed, "hparams_seed": j.hparams_seed,
                  "hparams": j.hparams, "steps": j.steps, "state": self.states[j.job_id]} for j in self.jobs]
-        return {"jobs": jobs, "counts": self.counts(), "gpu_hours": round(self.gpu_hours, 3),
-                "gpu_hours_source": self.gpu_hours_source}
+        return {"jobs": jobs, "counts": self.counts()}
 
 
 def check_distinct_runs(jobs: list[Job]) -> None:
@@ -242,59 +227,6 @@ def check_distinct_runs(jobs: list[Job]) -> None:
                             "configuration its own hparams_seed")
 
 
-def measured_step_seconds(output_dir) -> dict[tuple, float]:
-    """Mean `step_time` per (dataset, algorithm, stage) over every record already in OUT/runs."""
-    sums: dict[tuple, list[float]] = {}
-    root = runs_dir(output_dir)
-    if not root.is_dir():
-        return {}
-    for results in root.glob("*/results.jsonl"):
-        try:
-            lines = results.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            try:
-                record = json.loads(line)
-                key = (record["args"]["dataset"], record["args"]["algorithm"], record.get("stage"))
-                value = float(record["step_time"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            sums.setdefault(key, []).append(value)
-    return {k: sum(v) / len(v) for k, v in sums.items()}
-
-
-def _stage_steps_left(job: Job, steps_left: int) -> dict:
-    """Remaining steps per stage: Stage I then Stage II for VL2V and DDG; one stage for ERM."""
-    stages = list(STEP_SECONDS[job.algorithm])
-    if len(stages) == 1:
-        return {stages[0]: steps_left}
-    done = job.steps - steps_left
-    stage1 = min(resolve_step(job.hparams.get("stage1_steps", 0), job.steps), job.steps)
-    first = max(stage1 - done, 0)
-    return {stages[0]: first, stages[1]: steps_left - first}
-
-
-def estimated_seconds(job: Job, steps_left: int, measured: dict) -> tuple[float, bool, bool]:
-    """(seconds for the steps left, whether measured times were used, whether constants were)."""
-    seconds, used_measured, used_constants = 0.0, False, False
-    n_train_envs = get_dataset_spec(job.dataset).n_envs - len(job.test_envs)
-    for stage, steps in _stage_steps_left(job, steps_left).items():
-        if not steps:
-            continue
-        key = (job.dataset, job.algorithm, stage)
-        if key in measured:
-            per_step, used_measured = measured[key], True
-        else:
-            used_constants = True
-            if job.hparams.get("models") == "tiny":
-                per_step = STEP_SECONDS_TINY
-            else:  # the batch grows with the number of training environments
-                per_step = STEP_SECONDS[job.algorithm][stage] * n_train_envs / 3
-        seconds += steps * per_step
-    return seconds, used_measured, used_constants
-
-
 def remaining_steps(job: Job, folder: Path, state: str) -> int:
     if state in ("done", "stopped"):
         return 0
@@ -303,23 +235,15 @@ def remaining_steps(job: Job, folder: Path, state: str) -> int:
     return max(job.steps - done_steps, 0)
 
 
+def steps_left(plan: Plan, output_dir, jobs: list[Job] | None = None) -> list[tuple[Job, int]]:
+    """(job, steps left) for every job of the plan (or of `jobs`), in order."""
+    return [(job, remaining_steps(job, job_dir(output_dir, job), plan.states[job.job_id]))
+            for job in (plan.jobs if jobs is None else jobs)]
+
+
 def build_plan(jobs: list[Job], output_dir, detect_running: bool = False) -> Plan:
-    measured = measured_step_seconds(output_dir)
-    states, seconds, used_measured, used_constants = {}, 0.0, False, False
     now = time.time()
-    for job in jobs:
-        folder = job_dir(output_dir, job)
-        state = job_state(folder, detect_running, now)
-        states[job.job_id] = state
-        left = remaining_steps(job, folder, state)
-        if left:
-            job_seconds, job_measured, job_constants = estimated_seconds(job, left, measured)
-            seconds += job_seconds
-            used_measured |= job_measured
-            used_constants |= job_constants
-    source = {(True, False): "measured", (False, True): "constants", (True, True): "measured+constants",
-              (False, False): "nothing left"}[(used_measured, used_constants)]
-    return Plan(jobs, states, seconds / 3600, source)
+    return Plan(jobs, {job.job_id: job_state(job_dir(output_dir, job), detect_running, now) for job in jobs})
 
 
 # ---- the manifest: every job planned into OUT ---------------------------------------------------

@@ -4,7 +4,7 @@ RUN/ holds config.json, results.jsonl (one DomainBed record per checkpoint),
 checkpoint.pt (the trainable state, replaced atomically every checkpoint),
 train.log, swad.json (the SWAD-averaged model's accuracies) and finally an empty `done`.
 Each checkpoint evaluates the splits model selection reads, the last one every split
-(ddg_sweep/evaluate.py). The same
+(ddg_sweep/splits.py). The same
 call on an unfinished RUN resumes from checkpoint.pt; on a finished one it
 does nothing. Batches, augmentations and noise are functions of (seed, step),
 so a resumed run reproduces the uninterrupted one.
@@ -94,8 +94,9 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
     from ddg_sweep.algorithms import get_algorithm_class
     from ddg_sweep.algorithms.base import RunContext
     from ddg_sweep.data.loaders import eval_loaders, loader_workers, split_environment, train_loaders
-    from ddg_sweep.evaluate import evaluate, evaluated_splits, timed_evaluate
+    from ddg_sweep.evaluate import evaluate, timed_evaluate
     from ddg_sweep.models.paths import resolve_model_paths
+    from ddg_sweep.splits import evaluated_splits
     from ddg_sweep.swad import SWAD, recompute_batchnorm
 
     with _writes_to(run_dir):

@@ -183,7 +183,7 @@ def test_a_checkpoint_without_the_training_envs_in_splits_reports_its_validation
     """Intermediate checkpoints evaluate only what selection reads; what a trial tells Tune (and a
     search's objective) is still the mean of the training environments' out splits."""
     from ddg_sweep.config import RunConfig
-    from ddg_sweep.evaluate import evaluated_splits
+    from ddg_sweep.splits import evaluated_splits
     from trainables.ddg_trainable import checkpoint_metrics
 
     assert evaluated_splits(4, [2], last_checkpoint=False) == ["env0_out", "env1_out", "env2_in", "env2_out",

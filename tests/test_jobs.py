@@ -115,10 +115,10 @@ def test_user_space_files(tmp_path):
     assert_one_line_error(run_cli("plan", "--space", "demo", "--datasets", "PACS"), "no jobs")
 
 
-def write_records(folder, steps, step_time=0.5):
+def write_records(folder, steps, step_time=0.5, hparams=None):
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"step": s, "step_time": step_time,
-                         "args": {"dataset": "DemoDigits", "algorithm": "ERM"}}) for s in steps]
+    lines = [json.dumps({"step": s, "step_time": step_time, "hparams": hparams or {},
+                         "args": {"dataset": "DemoDigits", "algorithm": "ERM", "test_envs": [0]}}) for s in steps]
     (folder / "results.jsonl").write_text("\n".join(lines) + "\n")
 
 
@@ -126,9 +126,9 @@ def test_plan_and_status_read_states_from_job_folders(tmp_path):
     out = tmp_path / "out"
     jobs = space_jobs("demo", SpaceOptions(algorithms=("ERM",), steps=60, trial_seeds=(0,)))  # four jobs
     done, partial, failed, running = (job_dir(out, j) for j in jobs)
-    write_records(done, [0, 20, 40, 59])
+    write_records(done, [0, 20, 40, 59], hparams=jobs[0].hparams)
     (done / "done").touch()
-    write_records(partial, [0, 20])
+    write_records(partial, [0, 20], hparams=jobs[0].hparams)
     failed.mkdir(parents=True)
     (failed / "error.json").write_text(json.dumps({"error": "RuntimeError: boom", "attempts": 3}))
     os.utime(failed / "error.json", (time.time(), time.time()))
@@ -136,9 +136,9 @@ def test_plan_and_status_read_states_from_job_folders(tmp_path):
     states = {j["job_id"]: j["state"] for j in plan["jobs"]}
     assert [states[j.job_id] for j in jobs] == ["done", "partial", "failed", "pending"]
     assert plan["counts"]["total"] == {"done": 1, "failed": 1, "partial": 1, "pending": 1, "total": 4}
-    # measured: 0.5 s/step; 39 + 60 + 60 steps left
-    assert plan["gpu_hours_source"] == "measured"
-    assert plan["gpu_hours"] == pytest.approx((39 + 60 + 60) * 0.5 / 3600, abs=1e-3)
+    # measured: 0.5 s/step; 39 + 60 + 60 steps left (evaluation and startup: constants, no record has them)
+    assert plan["gpu_hours_source"] == "measured+constants" and plan["figures"]["measured"] == ["steps"]
+    assert plan["gpu_hours_by_part"]["train"] == pytest.approx((39 + 60 + 60) * 0.5 / 3600, abs=1e-4)
 
     # status: the jobs the sweep planned (jobs.json) + a running one (its log just changed)
     from ddg_sweep.jobs import write_manifest

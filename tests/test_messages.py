@@ -8,7 +8,8 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from ddg_sweep.data.catalog import DATASETS
 from ddg_sweep.hparams import ALGORITHMS, REGISTRY
-from ddg_sweep.jobs import STEP_SECONDS, STEP_SECONDS_CARD, run_config, write_manifest
+from ddg_sweep.estimate import PAPER_CARD, STEP_SECONDS
+from ddg_sweep.jobs import run_config, write_manifest
 from ddg_sweep.run import build_parser, main
 from search_spaces import SpaceOptions, space_jobs
 
@@ -66,12 +67,13 @@ def test_train_help_explains_every_flag_lists_choices_and_shows_registry_default
 
 def test_plan_says_in_words_what_the_gpu_hour_estimate_is_based_on(tmp_path):
     paper = run_cli("plan", "--preset", "paper", "--datasets", "PACS", "--output-dir", tmp_path, check=True)
-    last = paper.stdout.strip().splitlines()[-1]
-    assert last.startswith("estimated GPU-hours left: ") and "constants" not in last
-    assert f"step times measured on {STEP_SECONDS_CARD}" in last and "docs/performance.md" in last
-    assert f"Stage II {STEP_SECONDS['DDG']['diffusion']} s per step" in last
+    lines = paper.stdout.strip().splitlines()
+    assert lines[-3].startswith("estimated GPU-hours left: ") and lines[-1].startswith("figures: constants: ")
+    assert f"step times measured on {PAPER_CARD}" in lines[-1] and "docs/performance.md" in lines[-1]
+    assert f"Stage II {STEP_SECONDS['paper']['DDG']['diffusion']} s per step" in lines[-1]
     demo = run_cli("plan", "--preset", "demo", "--output-dir", tmp_path, check=True).stdout.strip()
-    assert demo.splitlines()[-1].endswith("for the tiny models on one CPU core")
+    assert demo.splitlines()[-1].startswith("figures: constants for the tiny models: ")
+    assert "on one CPU core each of a shared 2-core machine" in demo.splitlines()[-1]
 
 
 def test_preset_errors_say_preset_and_space_errors_say_space():

@@ -38,7 +38,7 @@ def test_records_without_the_splits_no_rule_reads_give_domainbeds_tables(tmp_pat
     """A run evaluates the training environments' in splits only at its last checkpoint
     (ddg_sweep/evaluate.py); DomainBed's rules never read them, so its fixture with those
     accuracies removed from every other record still gives expected.txt to the byte."""
-    from ddg_sweep.evaluate import evaluated_splits
+    from ddg_sweep.splits import evaluated_splits
 
     sweep = tmp_path / "sweep"
     shutil.copytree(FIXTURE, sweep)

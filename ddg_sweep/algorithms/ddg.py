@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from ddg_sweep.algorithms.base import RunContext
-from ddg_sweep.algorithms.losses import (batched_guidance_eps, frozen_passes, guidance_loss, probs_conditioning,
+from ddg_sweep.algorithms.losses import (batched_guidance_eps, guidance_loss, probs_conditioning,
                                         separate_guidance_eps)
 from ddg_sweep.algorithms.micro_batch import micro_batched_loss
 from ddg_sweep.algorithms.vl2v import AlignedAlgorithm
 from ddg_sweep.errors import UserError
+from ddg_sweep.hparams import frozen_passes
 from ddg_sweep.models.sd_teacher import class_prompt, domain_prompt, load_sd_teacher
 from ddg_sweep.perf import apply_to_sd_teacher
 

@@ -87,14 +87,6 @@ def guidance_loss(form: str, eps_cond: torch.Tensor, eps_neg: torch.Tensor, eps:
     return diffusion_loss(eps_cond, target.detach())
 
 
-def frozen_passes(form: str, scale: float) -> tuple[str, ...]:
-    """The no-grad UNet passes a form needs beside the student's: the domain style's ("negative")
-    unless w = 1, and for `target` the label's class prompt ("label")."""
-    if scale == 1.0:
-        return ()
-    return ("negative", "label") if form == "target" else ("negative",)
-
-
 def diffusion_loss(eps_hat: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """L_diff = mean ||eps_hat - eps||^2, averaged over every latent element (as SD training does)."""
     return F.mse_loss(eps_hat.float(), eps.float())

@@ -77,19 +77,16 @@ def searches_for(args, jobs, options: SearchOptions | None):
     return searches
 
 
-def print_search_plan(searches, options: SearchOptions, out, fmt: str) -> None:
-    from ddg_sweep.cli.status import estimate_basis
-    from ddg_sweep.jobs import Plan, measured_step_seconds
+def print_search_plan(searches, options: SearchOptions, args, fmt: str) -> None:
+    from ddg_sweep.cli.status import describe
+    from ddg_sweep.estimate import estimate
+
+    out = args.output_dir
     progress = _progress(searches, options, out)
-    measured = measured_step_seconds(out)
-    left = [p.seconds_left(out, measured) for p in progress]
-    seconds = sum(s for s, _, _ in left)
-    source = {(True, False): "measured", (False, True): "constants", (True, True): "measured+constants",
-              (False, False): "nothing left"}[(any(m for _, m, _ in left), any(c for _, _, c in left))]
-    plan = Plan([slot for s in searches for slot in s.slots], {}, seconds / 3600, source)
+    cost = estimate([work for p in progress for work in p.work_left(out)], out, args.max_concurrent,
+                    bool(args.eval_all_splits))
     if fmt == "json":
-        print(json.dumps({"searches": [_as_json(p) for p in progress], "gpu_hours": round(seconds / 3600, 3),
-                          "gpu_hours_source": source}, indent=1))
+        print(json.dumps({"searches": [_as_json(p) for p in progress]} | cost.to_json(), indent=1))
         return
     print(f"objective: {options.metric} ({METRIC_WORDS[options.metric]})")
     for entry in progress:
@@ -98,7 +95,7 @@ def print_search_plan(searches, options: SearchOptions, out, fmt: str) -> None:
               for state in ("done", "running", "partial", "pending", "stopped", "failed")}
     print(f"trials: {', '.join(f'{n} {s}' for s, n in totals.items())}, {sum(p.to_go for p in progress)} to go "
           f"(--num-samples {options.num_samples} per search, {len(searches)} search(es))")
-    print(f"estimated GPU-hours left: {seconds / 3600:.1f}, {estimate_basis(plan)}")
+    print("\n".join(describe(cost)))
 
 
 def _progress(searches, options, out):

@@ -1,4 +1,5 @@
-"""`status`: a sweep folder's jobs by state, the running ones with ETAs, one job's log.
+"""`status`: a sweep folder's jobs by state, the running ones with ETAs, one job's log; and the
+words `plan` and `status` say their estimate in.
 
 Reads the job folders alone; imports neither torch nor Ray.
 """
@@ -24,29 +25,93 @@ def register(subparsers) -> None:
     status.add_argument("--log", action="store_true", help="with --job: the last lines of its train.log, "
                                                            "and its error.json if it failed")
     status.add_argument("--lines", type=int, default=LOG_LINES, help=f"with --log: how many (default {LOG_LINES})")
+    add_concurrency_flag(status)
     status.set_defaults(func=run_status)
 
 
-def estimate_basis(plan) -> str:
-    """What the GPU-hour estimate is based on, in words."""
-    from ddg_sweep.jobs import STEP_SECONDS, STEP_SECONDS_CARD, STEP_SECONDS_TINY
+def add_concurrency_flag(parser) -> None:
+    parser.add_argument("--max-concurrent", type=int, metavar="N",
+                        help="jobs at once, for the wall-time estimate (default: one per CPU when every job "
+                             "left uses the tiny models, as a local cluster runs them; else 1, one GPU)")
 
-    if plan.gpu_hours_source == "nothing left":
-        return "nothing left to train"
-    parts = []
-    if "measured" in plan.gpu_hours_source:
-        parts.append("the step times measured in this folder's results.jsonl")
-    if "constants" in plan.gpu_hours_source:
-        tiny = any(job.hparams.get("models") == "tiny" for job in plan.jobs)
-        paper = any(job.hparams.get("models") != "tiny" for job in plan.jobs)
-        if paper:
-            ddg = STEP_SECONDS["DDG"]
-            parts.append(f"step times measured on {STEP_SECONDS_CARD} at the paper's settings (DDG Stage I "
-                         f"{ddg['align']} s, Stage II {ddg['diffusion']} s per step; docs/performance.md), "
-                         "ERM and VL2V estimated from the same student and CLIP passes")
-        if tiny:
-            parts.append(f"about {STEP_SECONDS_TINY} s per step for the tiny models on one CPU core")
-    return "based on " + "; where nothing is measured yet, ".join(parts)
+
+def check_concurrency(args) -> None:
+    if args.max_concurrent is not None and args.max_concurrent <= 0:
+        raise UserError(f"--max-concurrent must be > 0, got {args.max_concurrent}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:.1f}" if hours >= 10 else f"{hours:.2f}" if hours >= 0.01 else f"{hours:.4f}"
+
+
+def describe(estimate) -> list[str]:
+    """Three lines: GPU-hours by part, wall time and what it assumes, which figures it used
+    (an ddg_sweep.estimate.Estimate: `plan`, `plan --search` and `status` print the same)."""
+    if not estimate.wall_seconds:
+        return ["estimated GPU-hours left: 0.0, nothing left to train"]
+    lines = [f"estimated GPU-hours left: {_hours(estimate.gpu_hours)} (training {_hours(estimate.part('train') / 3600)}, "
+             f"evaluation {_hours(estimate.part('evaluation') / 3600)}, startup {_hours(estimate.startup_seconds / 3600)})"]
+    if estimate.concurrency_given:
+        why = "--max-concurrent"
+    elif estimate.families() == {"tiny"}:
+        why = "one per CPU, as a local cluster runs tiny jobs; --max-concurrent N to change"
+    else:
+        why = "one GPU; --max-concurrent N for N GPUs"
+    lines.append(f"estimated wall time left: {_duration(estimate.wall_seconds)} with {estimate.concurrency} "
+                 f"job(s) at once ({why}), including {estimate.launch:.0f} s to start and stop a local Ray cluster"
+                 + (" (measured)" if estimate.measured.launch is not None else ""))
+    lines.append("figures: " + "; ".join(_measured_words(estimate) + _constant_words(estimate)))
+    return lines
+
+
+def _measured_words(estimate) -> list[str]:
+    names = estimate.figures("measured")
+    if not names:
+        return []
+    m = estimate.measured
+    words = {"steps": "step times", "evaluation": "evaluation images/s", "startup": "startup per run and worker"}
+    return [f"measured in this folder ({m.records} records, {m.runs} runs finished in one attempt): "
+            + ", ".join(words[n] for n in names)]
+
+
+def _constant_words(estimate) -> list[str]:
+    from ddg_sweep.estimate import (EVAL_IMAGES_PER_S, PAPER_CARD, STARTUP_SECONDS, STEP_SECONDS,
+                                    WORKER_START_SECONDS)
+
+    names = estimate.figures("constants")
+    if not names:
+        return []
+    families = estimate.families()
+    words = []
+    if "paper" in families:
+        ddg = STEP_SECONDS["paper"]["DDG"]
+        parts = []
+        if "steps" in names:
+            parts.append(f"step times measured on {PAPER_CARD} at the paper's settings (DDG Stage I {ddg['align']} s, "
+                         f"Stage II {ddg['diffusion']} s per step; ERM and VL2V estimated from the same passes)")
+        if "evaluation" in names:
+            parts.append(f"evaluation {EVAL_IMAGES_PER_S['paper']:,.0f} images/s")
+        if "startup" in names:
+            parts.append(f"startup {STARTUP_SECONDS['paper']:.0f} s per run + {WORKER_START_SECONDS['paper']:.0f} s "
+                         "per worker")
+        estimated = " and ".join(n for n in ("evaluation", "startup") if n in names)
+        words.append("constants: " + "; ".join(parts) + (f" ({estimated}: estimates for {PAPER_CARD}, not measured)"
+                                                          if estimated else "") + " (docs/performance.md)")
+    if "tiny" in families:
+        tiny = {"steps": "the step times of a narrowed demo sweep",
+                "evaluation": f"{EVAL_IMAGES_PER_S['tiny']:,.0f} images/s",
+                "startup": f"startup {STARTUP_SECONDS['tiny']:.0f} s per run + {WORKER_START_SECONDS['tiny']:.0f} s "
+                           "per worker"}
+        words.append("constants for the tiny models: " + ", ".join(tiny[n] for n in names)
+                     + ", measured on one CPU core each of a shared 2-core machine (docs/performance.md)")
+    return words
 
 
 def _find_job(jobs, wanted: str, out: Path):
@@ -100,7 +165,8 @@ def show_job(out: Path, job, plan, args) -> int:
 
 
 def run_status(args) -> int:
-    from ddg_sweep.jobs import STATES, build_plan, job_dir, log_progress, read_manifest
+    from ddg_sweep.estimate import estimate
+    from ddg_sweep.jobs import STATES, build_plan, job_dir, log_progress, read_manifest, steps_left
 
     out = Path(args.output_dir)
     if not out.is_dir():
@@ -109,6 +175,7 @@ def run_status(args) -> int:
         raise UserError("--log shows one job's log: pass --job ID as well")
     if args.lines <= 0:
         raise UserError(f"--lines must be > 0, got {args.lines}")
+    check_concurrency(args)
     jobs = read_manifest(out)
     if not jobs:
         raise UserError(f"{out} holds no jobs (no jobs.json, no runs/*/config.json); run `sweep` first")
@@ -124,8 +191,10 @@ def run_status(args) -> int:
         running.append({"job": job.describe(), "step": step, "steps": job.steps,
                         "eta_s": round(eta) if eta is not None else None})
     counts = plan.counts()
+    cost = estimate(steps_left(plan, out), out, args.max_concurrent)
     if args.format == "json":
-        print(json.dumps({"counts": counts, "running": running, "gpu_hours_left": round(plan.gpu_hours, 3)}))
+        print(json.dumps({"counts": counts, "running": running, "gpu_hours_left": round(cost.gpu_hours, 3),
+                          "estimate": cost.to_json()}))
         return 0
     print(f"{'dataset':14} " + " ".join(f"{s:>8}" for s in STATES) + f" {'total':>8}")
     for name, c in list(counts["by_dataset"].items()) + [("all", counts["total"])]:
@@ -133,5 +202,5 @@ def run_status(args) -> int:
     for r in running:
         eta = f"ETA {r['eta_s'] // 60}m{r['eta_s'] % 60:02d}s" if r["eta_s"] is not None else "ETA unknown"
         print(f"running {r['job']}: step {r['step']}/{r['steps']}, {eta}")
-    print(f"estimated GPU-hours left: {plan.gpu_hours:.1f}, {estimate_basis(plan)}")
+    print("\n".join(describe(cost)))
     return 0

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ddg_sweep.cli.search_flags import add_search_flags, print_search_plan, search_options, searches_for
-from ddg_sweep.cli.status import estimate_basis
+from ddg_sweep.cli.status import add_concurrency_flag, check_concurrency, describe
 from ddg_sweep.cli.train import add_hparam_flags, add_location_flags, hparam_overrides
 from ddg_sweep.errors import UserError
 from ddg_sweep.trackers import DEFAULT_PROJECT, EXTRA, TRACKERS, TrackingOptions, check_trackers
@@ -86,6 +86,7 @@ def register(subparsers) -> None:
     _add_job_flags(plan, default_space=None)
     add_search_flags(plan, scheduler=False)
     plan.add_argument("--format", choices=("text", "json"), default="text")
+    add_concurrency_flag(plan)
     plan.set_defaults(func=run_plan)
 
     sweep = subparsers.add_parser("sweep", help="run a space's jobs on Ray Tune, one trial per job",
@@ -127,8 +128,10 @@ def _jobs(args):
 
 
 def run_plan(args) -> int:
-    from ddg_sweep.jobs import build_plan, validate_job
+    from ddg_sweep.estimate import estimate
+    from ddg_sweep.jobs import build_plan, steps_left, validate_job
 
+    check_concurrency(args)
     options = search_options(args, need_packages=False)
     jobs = _jobs(args)
     for job in jobs:
@@ -136,19 +139,21 @@ def run_plan(args) -> int:
     searches = searches_for(args, jobs, options)
     problems = _plan_problems(jobs, args)
     if searches:
-        print_search_plan(searches, options, args.output_dir, args.format)
+        print_search_plan(searches, options, args, args.format)
         _print_problems(problems, jobs, args)
         return 0
     plan = build_plan(jobs, args.output_dir)
+    cost = estimate(steps_left(plan, args.output_dir), args.output_dir, args.max_concurrent,
+                    bool(args.eval_all_splits))
     if args.format == "json":
-        print(json.dumps(plan.to_json() | {"problems": problems}, indent=1))
+        print(json.dumps(plan.to_json() | cost.to_json() | {"problems": problems}, indent=1))
         return 0
     print(f"{'job_id':20}  {'algorithm':9} {'dataset':14} {'test_envs':9} {'trial':>5} {'hp':>3}  state")
     for job in jobs:
         print(f"{job.job_id:20}  {job.algorithm:9} {job.dataset:14} {','.join(map(str, job.test_envs)):9} "
               f"{job.trial_seed:>5} {job.hparams_seed:>3}  {plan.states[job.job_id]}")
     _print_counts(plan.counts())
-    print(f"estimated GPU-hours left: {plan.gpu_hours:.1f}, {estimate_basis(plan)}")
+    print("\n".join(describe(cost)))
     _print_problems(problems, jobs, args)
     return 0
 

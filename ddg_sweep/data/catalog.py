@@ -24,10 +24,15 @@ class DatasetSpec:
     horizontal_flip: bool = True  # in the train augmentation (not for digits: a flipped 2 reads as a 5)
     # The class folders in label order, where known; else the sorted union of the environments' folders.
     classes: tuple[str, ...] | None = None
+    # Images per environment, in `environments` order: what `plan` counts evaluation by (a run
+    # counts its own folders; these are the public DomainBed downloads' sizes).
+    images: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.classes is not None and len(self.classes) != self.n_classes:
             raise ValueError(f"{self.name}: {len(self.classes)} class names for {self.n_classes} classes")
+        if len(self.images) != len(self.environments):
+            raise ValueError(f"{self.name}: {len(self.images)} image counts for {len(self.environments)} environments")
 
     @property
     def n_envs(self) -> int:
@@ -43,14 +48,17 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "PACS", "PACS",
             ("art_painting", "cartoon", "photo", "sketch"), ("A", "C", "P", "S"), 7,
+            images=(2048, 2344, 1670, 3929),
         ),
         DatasetSpec(
             "VLCS", "VLCS",
             ("Caltech101", "LabelMe", "SUN09", "VOC2007"), ("C", "L", "S", "V"), 5,
+            images=(1415, 2656, 3282, 3376),
         ),
         DatasetSpec(
             "OfficeHome", "office_home",
             ("Art", "Clipart", "Product", "Real World"), ("A", "C", "P", "R"), 65,
+            images=(2427, 4365, 4439, 4357),
         ),
         DatasetSpec(
             "TerraIncognita", "terra_incognita",
@@ -60,17 +68,19 @@ DATASETS: dict[str, DatasetSpec] = {
             # camera location has the category, so an environment may lack some of them.
             classes=("bird", "bobcat", "cat", "coyote", "dog", "empty", "opossum", "rabbit",
                      "raccoon", "squirrel"),
+            images=(4741, 9736, 3970, 5883),
         ),
         DatasetSpec(
             "DomainNet", "domain_net",
             ("clipart", "infograph", "painting", "quickdraw", "real", "sketch"),
             ("clip", "info", "paint", "quick", "real", "sketch"), 345,
-            checkpoint_freq=1000,
+            checkpoint_freq=1000, images=(48129, 51605, 72266, 172500, 172947, 69128),
         ),
         DatasetSpec(
             "DemoDigits", "DemoDigits",
             ("clean", "inverted", "sketch", "noisy"), ("clean", "inv", "sketch", "noisy"), 10,
             checkpoint_freq=20, default_steps=120, builtin=True, horizontal_flip=False,
+            images=(450, 449, 449, 449),  # scikit-learn's 1,797 digits dealt round the four (demo_digits.py)
         ),
     )
 }

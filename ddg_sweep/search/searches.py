@@ -28,7 +28,7 @@ from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.errors import UserError
 from ddg_sweep.hparams import BY_NAME, step_or_fraction
 from ddg_sweep.io import atomic_write_json
-from ddg_sweep.jobs import (Job, estimated_seconds, job_dir, job_state, make_job, read_json, remaining_steps,
+from ddg_sweep.jobs import (Job, job_dir, job_state, make_job, read_json, remaining_steps,
                             runs_dir, write_manifest)
 from ddg_sweep.search.distributions import Distribution, space_to_json
 from ddg_sweep.search.objective import METRICS, trial_trajectory
@@ -288,18 +288,15 @@ class Progress:
         done = [t for t in self.trials if t.state == "done" and t.objective is not None]
         return max(done, key=lambda t: (t.objective, -t.index)) if done else None
 
-    def seconds_left(self, out, measured: dict) -> tuple[float, bool, bool]:
-        """(seconds, measured times used, constants used): the steps left of the trials that resume,
-        plus whole jobs for the trials to go (jobs.estimated_seconds, per slot)."""
-        parts = []
+    def work_left(self, out) -> list[tuple[Job, int]]:
+        """(slot, steps left) for the trials that resume, then each slot in full for every trial to go
+        (ddg_sweep/estimate.py costs them)."""
+        work = []
         for trial in self.resume:
             for job_id, slot in zip(trial.job_ids, self.search.slots):
                 folder = job_dir(out, job_id)
-                parts.append(estimated_seconds(slot, remaining_steps(slot, folder, job_state(folder)), measured))
-        if self.to_go:
-            parts += [(self.to_go * s, m, c) for s, m, c in
-                      (estimated_seconds(slot, slot.steps, measured) for slot in self.search.slots)]
-        return (sum(p[0] for p in parts), any(p[1] for p in parts), any(p[2] for p in parts))
+                work.append((slot, remaining_steps(slot, folder, job_state(folder))))
+        return work + [(slot, slot.steps) for _ in range(self.to_go) for slot in self.search.slots]
 
 
 def progress_of(searches: list[Search], out, options: SearchOptions, retry_failed: bool = False,
