@@ -152,9 +152,9 @@ def run_plan(args) -> int:
     for job in jobs:
         print(f"{job.job_id:20}  {job.algorithm:9} {job.dataset:14} {','.join(map(str, job.test_envs)):9} "
               f"{job.trial_seed:>5} {job.hparams_seed:>3}  {plan.states[job.job_id]}")
+    _print_problems(problems, jobs, args)
     _print_counts(plan.counts())
     print("\n".join(describe(cost)))
-    _print_problems(problems, jobs, args)
     return 0
 
 
