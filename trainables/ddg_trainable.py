@@ -29,7 +29,8 @@ from ddg_sweep.io import append_line, atomic_write_json
 from ddg_sweep.jobs import ERROR_FILE, NODE_FILE
 
 STAGE_NUMBER = {"align": 1, "diffusion": 2}  # DDG's stages; 0 for algorithms without stages
-FAULT_AFTER_STEP = "fault_after_step"  # tests only: raise once, on the first attempt, after this step
+# Payload key of the fault_after_step test hook (ddg_sweep/test_hooks.py): raise once, on the first attempt.
+FAULT_AFTER_STEP = "fault_after_step"
 
 # Ray metric names of the per-trial gauges (Prometheus adds the `ray_` prefix).
 GAUGES = {"step": "ddg_sweep_step", "images_per_s": "ddg_sweep_images_per_second", "stage": "ddg_sweep_stage",

@@ -1,7 +1,7 @@
 """`plan`, `sweep` and `full-benchmark`: sweeps of jobs on Ray Tune (`status` is cli/status.py).
 
-`plan` imports neither torch nor Ray; `sweep` imports Ray only once
-every job's configuration is checked.
+`plan` imports neither torch nor Ray; `sweep` imports Ray (the driver, trainables/driver.py)
+only once every job's configuration is checked.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from ddg_sweep.cli.search_flags import add_search_flags, print_search_plan, sear
 from ddg_sweep.cli.status import add_concurrency_flag, check_concurrency, describe
 from ddg_sweep.cli.train import add_hparam_flags, add_location_flags, hparam_overrides
 from ddg_sweep.errors import UserError
+from ddg_sweep.test_hooks import hook_value
 from ddg_sweep.trackers import DEFAULT_PROJECT, EXTRA, TRACKERS, TrackingOptions, check_trackers
 
 DEFAULT_OUTPUT_DIR = "sweep_out"
-AGGREGATE_PAUSE_ENV = "DDG_SWEEP_AGGREGATE_PAUSE"  # seconds between aggregate and tables (tests only)
 
 
 class _SpaceFlag(argparse.Action):
@@ -190,8 +190,8 @@ def _print_counts(counts: dict) -> None:
             print(f"  {name:14} {line(c)}")
 
 
-def _sweep_options(args):
-    from ddg_sweep.sweep import SweepOptions
+def _sweep_options(args, trackers: tuple[str, ...]):
+    from trainables.cluster import SweepOptions
 
     for flag in ("max_concurrent", "num_cpus"):
         value = getattr(args, flag)
@@ -205,8 +205,7 @@ def _sweep_options(args):
                         dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host,
                         dashboard_port=args.dashboard_port, num_cpus=args.num_cpus,
                         reuse_workers=args.reuse_workers,
-                        tracking=TrackingOptions(check_trackers(args.tracker), args.mlflow_uri,
-                                                 args.tracking_project))
+                        tracking=TrackingOptions(trackers, args.mlflow_uri, args.tracking_project))
 
 
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the entrypoint of a submitted Ray Job
@@ -237,25 +236,26 @@ def _as_ray_job(args) -> None:
 
 def _sweep(args):
     _as_ray_job(args)
-    check_trackers(args.tracker)  # a missing optional package is refused before anything else
+    trackers = check_trackers(args.tracker)  # a missing optional package is refused before anything else
     options = search_options(args)
     jobs = _jobs(args)
     from ddg_sweep.jobs import validate_job
 
-    for job in jobs:  # one-line errors before Ray is even imported
-        validate_job(job, args.output_dir, _locations(args), need_data=True)
+    configs = {job.job_id: validate_job(job, args.output_dir, _locations(args), need_data=True)
+               for job in jobs}  # one-line errors before Ray is even imported; the jobs' only validation
     searches = searches_for(args, jobs, options)
     say = lambda line: print(line, flush=True)  # noqa: E731
     from ddg_sweep.preflight import preflight
 
     preflight(jobs, _locations(args), say=say)  # every model and dataset, before any cluster or GPU
     if searches:
-        from trainables.search_runner import run_search
+        from trainables.driver import run_search
 
-        return run_search(searches, args.output_dir, _locations(args), _sweep_options(args), options, say=say)
-    from ddg_sweep.sweep import run_sweep
+        return run_search(searches, args.output_dir, _locations(args), _sweep_options(args, trackers), options,
+                          say=say)
+    from trainables.driver import run_sweep
 
-    return run_sweep(jobs, args.output_dir, _locations(args), _sweep_options(args), say=say)
+    return run_sweep(jobs, configs, args.output_dir, _locations(args), _sweep_options(args, trackers), say=say)
 
 
 def run_sweep_command(args) -> int:
@@ -274,8 +274,9 @@ def run_full_benchmark(args) -> int:
 
     made = make_aggregate(out / "runs", out / "aggregate", rows_by=space_rows(args.space, args.space_flag))
     print(f"aggregate: {made.summary.get('runs', '?')} runs -> {out / 'aggregate'}", flush=True)
-    if os.environ.get(AGGREGATE_PAUSE_ENV):  # tests only: a window to kill full-benchmark mid-aggregation
-        time.sleep(float(os.environ[AGGREGATE_PAUSE_ENV]))
+    pause = hook_value("aggregate_pause")  # tests only: a window to kill full-benchmark mid-aggregation
+    if pause is not None:
+        time.sleep(pause)
     # one rendering pass, from memory: AGG/tables.txt and OUT/tables/
     written = made.write_tables(out, formats=("markdown", "latex"), include_search=bool(args.search))
     print("tables: " + ", ".join(str(p) for p in written))

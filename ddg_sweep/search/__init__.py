@@ -2,8 +2,8 @@
 
 Ray-free: ranges (`distributions`), the objective (`objective`), the searches a space
 makes and their trials on disk (`searches`). The Ray side is in `trainables/`:
-`search_tuner.py` (searchers, the ASHA scheduler per search), `search_runner.py` (the driver)
-and `search_trial.py`.
+`search_tuner.py` (searchers, the ASHA scheduler per search), `search_trial.py` (the
+trainable), `driver.py` (`run_search`, beside the grid's `run_sweep`).
 
 A space file imports its ranges from here:
 

@@ -1,9 +1,12 @@
-"""The Ray Tune driver: run a list of jobs, one trial each, on a local or an existing cluster.
+"""The Ray cluster of a sweep: what each trial gets, connecting (and the auth token), cleanup.
 
-The job folders are the truth, not Tune's experiment state: done jobs are
-filtered out before Tune starts (so nothing finished is ever rerun), partial
-ones resume from their checkpoint.pt, and Tune's own storage is a fresh
-experiment under OUT/ray_results on every call (never restored).
+- `SweepOptions`: the Ray flags of `sweep` and `full-benchmark`.
+- `trial_resources`: {"cpu": k, "gpu": g} per trial; requests no node can satisfy are refused.
+- `connect`: attach to --address or start a local cluster, with Ray's token auth said explicitly
+  (`token_hint`: where the dashboard's token is, never the token).
+- `locked`: one sweep at a time per OUT; first, `stop_leftover_cluster` kills what the local
+  cluster of a killed predecessor left (OUT/ray_local.json names its Ray session).
+- `ray_cluster`: the cluster for one call, from local assets built to the cluster stopped.
 """
 from __future__ import annotations
 
@@ -18,17 +21,13 @@ from pathlib import Path
 from typing import Callable
 
 import ray
-from ray import tune
 
 from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.errors import UserError
 from ddg_sweep.io import atomic_write_json
-from ddg_sweep.jobs import ERROR_FILE, Job, build_plan, job_dir, read_json, validate_job, write_manifest
+from ddg_sweep.jobs import Job, read_json
 from ddg_sweep.lock import SweepLock, pid_alive
 from ddg_sweep.trackers import TrackingOptions
-
-FORWARDED_ENV = ("DDG_SWEEP_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME")
-FAULT_ENV = "DDG_SWEEP_FAULT_AFTER_STEP"  # tests only: every trial raises once after this step
 
 
 @dataclass
@@ -45,15 +44,6 @@ class SweepOptions:
     num_cpus: int | None = None  # CPUs of a local cluster (default: all)
     reuse_workers: bool | None = None  # None: reuse Tune's actors when every job is tiny (imports dominate)
     tracking: TrackingOptions = TrackingOptions()  # --tracker: TensorBoard, MLflow, W&B
-
-
-def check_data(jobs: list[Job], locations: dict) -> None:
-    data_dir = locations.get("data_dir")
-    for dataset in sorted({j.dataset for j in jobs}):
-        spec = get_dataset_spec(dataset)
-        if not spec.builtin and data_dir and not (Path(data_dir) / spec.folder).is_dir():
-            raise UserError(f"{Path(data_dir) / spec.folder} does not exist: --data-dir must hold "
-                            f"the {dataset} folder {spec.folder}/")
 
 
 def local_gpu_count() -> int:
@@ -89,7 +79,7 @@ def trial_resources(options: SweepOptions, node_cpus: list[float], node_gpus: li
     return {"cpu": cpus, "gpu": gpus} if gpus else {"cpu": cpus}
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     if address in ("auto", "local"):
         return
     host_port = address.split("://", 1)[-1]
@@ -107,7 +97,7 @@ def connect(options: SweepOptions) -> tuple[bool, object]:
     """(started_here, ray context): attach to --address, or start a local cluster."""
     quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
     if options.address:
-        _check_reachable(options.address)
+        check_reachable(options.address)
         if "RAY_AUTH_MODE" not in os.environ and _token_available():
             _set_token_mode()  # present the token we have (Ray's own rule for `ray.init()`), silently
         try:
@@ -166,59 +156,6 @@ def dashboard_line(context) -> str | None:
     return f"dashboard: {url}  ({token_hint()})"
 
 
-class ProgressLines(tune.Callback):
-    """One concise line per checkpoint, completion, retry and failure."""
-
-    def __init__(self, total: int, say: Callable[[str], None]):
-        self.total, self.finished, self.say = total, 0, say
-
-    def _name(self, trial) -> str:
-        return trial_payload(trial)["label"]
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "held_out_acc" in result:
-            self.say(f"  {self._name(trial)}: step {result['step']}/{result['steps']}, held-out "
-                     f"{result['held_out_acc']:.3f}, val {result['val_acc']:.3f}, "
-                     f"{result['images_per_s']:.0f} img/s")
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.finished += 1
-        self.say(f"[{self.finished}/{self.total}] done {self._name(trial)}")
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        self.say(f"  retrying {self._name(trial)} from its checkpoint")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.finished += 1
-        self.say(f"[{self.finished}/{self.total}] FAILED {self._name(trial)}")
-
-
-def trial_payload(trial) -> dict:
-    """What a trial runs: one job (`config["job"]`) or a search trial (`config["trial"]`)."""
-    return trial.config.get("job") or trial.config["trial"]
-
-
-def trial_name(trial) -> str:
-    return trial_payload(trial)["name"]
-
-
-def job_payload(job: Job, config, resources: dict) -> dict:
-    payload = {"job_id": job.job_id, "name": job.job_id, "label": job.describe(), "run_config": config.to_json(),
-               "threads": int(resources["cpu"]),
-               "env": {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}}
-    if os.environ.get(FAULT_ENV):
-        payload["fault_after_step"] = int(os.environ[FAULT_ENV])
-    return payload
-
-
-@dataclass
-class SweepResult:
-    ran: int
-    done: int
-    failed: list[str]  # "job_id: message"
-    skipped_failed: int
-
-
 def build_local_assets(jobs: list[Job], say: Callable[[str], None]) -> None:
     """Check the tiny models are there and generate DemoDigits once here, not in every trial at once."""
     tiny = {(job.algorithm, job.hparams["backbone"]): job for job in jobs if job.hparams.get("models") == "tiny"}
@@ -235,26 +172,6 @@ def build_local_assets(jobs: list[Job], say: Callable[[str], None]) -> None:
         say("preparing DemoDigits (generated once into the cache, then reused)")
         demo_data_dir()
         say(f"DemoDigits ready in {time.time() - began:.1f} s")
-
-
-def run_sweep(jobs: list[Job], output_dir, locations: dict, options: SweepOptions,
-              say: Callable[[str], None] = print) -> SweepResult:
-    """Run every job not yet done; one sweep at a time per output folder (SweepLock)."""
-    out = Path(output_dir).resolve()
-    configs = preflight(jobs, out, locations, options)
-    with locked(out, say):
-        return _run_sweep_locked(jobs, out, configs, options, say)
-
-
-def preflight(jobs: list[Job], out: Path, locations: dict, options: SweepOptions) -> dict:
-    """Every check before OUT is created (configurations, data, address or means): {job_id: RunConfig}."""
-    configs = {job.job_id: validate_job(job, out, locations, need_data=True) for job in jobs}
-    check_data(jobs, locations)
-    if options.address:
-        _check_reachable(options.address)
-    else:  # refuse impossible requests before starting anything
-        trial_resources(options, [float(options.num_cpus or os.cpu_count())], [float(local_gpu_count())])
-    return configs
 
 
 @contextmanager
@@ -338,75 +255,3 @@ def ray_cluster(out: Path, options: SweepOptions, jobs: list[Job], say: Callable
         (out / LOCAL_CLUSTER_FILE).unlink(missing_ok=True)
 
 
-def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepOptions,
-                      say: Callable[[str], None]) -> SweepResult:
-    plan = build_plan(jobs, out)
-    to_run = plan.to_run(options.retry_failed)
-    skipped_failed = 0 if options.retry_failed else sum(1 for s in plan.states.values() if s == "failed")
-    counts = plan.counts()["total"]
-    say(f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in counts if s != "total")
-        + f"; {len(to_run)} jobs to run"
-        + (f" ({skipped_failed} failed skipped: pass --retry-failed to rerun them)" if skipped_failed else ""))
-    if not to_run:
-        write_manifest(out, jobs)
-        return SweepResult(0, counts.get("done", 0), [], skipped_failed)
-    write_manifest(out, jobs)
-    with ray_cluster(out, options, to_run, say) as resources:
-        _fit(to_run, configs, resources, out, options, say)
-    final = build_plan(jobs, out)
-    failed = [f"{j.job_id}: {(read_json(job_dir(out, j) / ERROR_FILE) or {}).get('error', 'unknown error')}"
-              for j in to_run if final.states[j.job_id] != "done"]
-    done = sum(1 for s in final.states.values() if s == "done")
-    say(f"sweep finished: {done}/{len(jobs)} jobs done" + (f", {len(failed)} failed" if failed else ""))
-    for line in failed:
-        say(f"  failed {line}")
-    return SweepResult(len(to_run), done, failed, skipped_failed)
-
-
-def fit_saying(tuner, starting: str, say: Callable[[str], None], interrupted: str) -> None:
-    """`tuner.fit()` between a starting line and its duration; on Ctrl-C, say how to resume, then re-raise."""
-    started = time.time()
-    say(starting)
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        say(interrupted)
-        raise
-    say(f"tune finished in {time.time() - started:.0f} s")
-
-
-def _fit(to_run: list[Job], configs: dict, resources: dict, out: Path, options: SweepOptions,
-         say: Callable[[str], None]) -> None:
-    from trainables import DDGTrial
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Ctrl-C is a KeyboardInterrupt here (below), not Tune's graceful stop that returns as if the
-    # sweep had ended and would report its unfinished jobs as failed.
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    trackers = []
-    if options.tracking.trackers:
-        from trainables.tracking import tracker_callbacks
-
-        trackers = tracker_callbacks(options.tracking, out, name, say)
-    payloads = [job_payload(job, configs[job.job_id], resources) for job in to_run]
-    reuse = options.reuse_workers
-    if reuse is None:  # a tiny job trains in seconds; a fresh worker spends ~9 s importing first
-        reuse = all(job.hparams.get("models") == "tiny" for job in to_run)
-    trainable = tune.with_resources(DDGTrial, resources)
-    trainable.__name__ = trainable.__qualname__ = "DDGTrial"  # the class the dashboard's Actors page lists
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"job": tune.grid_search(payloads)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=reuse,
-                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(out / "ray_results"), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            callbacks=[ProgressLines(len(to_run), say), *trackers],
-        ),
-    )
-    fit_saying(tuner, f"running {len(to_run)} jobs ...", say,
-               "interrupted: run the same command again; done jobs are kept, partial ones resume from their "
-               "checkpoint (ignore Tune's Tuner.restore hint: the job folders are the state)")
