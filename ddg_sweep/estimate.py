@@ -14,7 +14,6 @@ Nothing here imports torch or Ray.
 from __future__ import annotations
 
 import heapq
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path

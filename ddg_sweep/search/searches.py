@@ -18,7 +18,6 @@ how it resumes. Nothing here imports Ray or torch.
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass
