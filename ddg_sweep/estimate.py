@@ -14,7 +14,6 @@ Nothing here imports torch or Ray.
 from __future__ import annotations
 
 import heapq
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,7 +21,8 @@ from pathlib import Path
 from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.hparams import frozen_passes, resolve_step
-from ddg_sweep.jobs import MANIFEST_FILE, NODE_FILE, Job, read_json, runs_dir
+from ddg_sweep.jobs import Job, read_json, runs_dir
+from ddg_sweep.layout import RunFolder, SweepFolder, read_jsonl
 from ddg_sweep.splits import checkpoint_steps, evaluated_splits, split_sizes
 
 # Seconds per training step by model family, algorithm and stage. "paper": one H100 at the
@@ -119,20 +119,6 @@ class Measured:
         return sum(values) / len(values) if values else None
 
 
-def _records(path: Path) -> list[dict]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
-
-
 def measure(output_dir) -> Measured:
     """Every figure this folder's runs measured. A record's `step_time` is the mean over the steps
     since the previous record; `eval_time` and `eval_images` are its evaluation's. A run that
@@ -145,7 +131,7 @@ def measure(output_dir) -> Measured:
         run = _read_run(folder, measured)
         if run is not None:
             runs.append(run)
-        node = read_json(folder / NODE_FILE)  # every trial counts for its worker's first, measured or not
+        node = read_json(RunFolder(folder).node)  # every trial counts for its worker's first, measured or not
         if isinstance(node, dict) and isinstance(node.get("time"), (int, float)):
             worker = (node.get("hostname"), node.get("pid"))
             first[worker] = min(first.get(worker, node["time"]), node["time"])
@@ -159,10 +145,10 @@ def _launch(out: Path, root: Path) -> float | None:
     """Seconds from the last sweep's start (it writes jobs.json first) to its first trial's start
     (node.json): the local cluster's start, Tune's setup and the sweep's own preparation."""
     try:
-        began = (out / MANIFEST_FILE).stat().st_mtime
+        began = SweepFolder(out).manifest.stat().st_mtime
     except OSError:
         return None
-    starts = [float(node["time"]) for node in (read_json(p) for p in root.glob(f"*/{NODE_FILE}"))
+    starts = [float(node["time"]) for node in (read_json(p) for p in root.glob(f"*/{RunFolder.NODE}"))
               if isinstance(node, dict) and isinstance(node.get("time"), (int, float)) and node["time"] >= began]
     return min(starts) - began if starts else None
 
@@ -171,7 +157,8 @@ def _read_run(folder: Path, measured: Measured) -> tuple | None:
     """Adds the run's records to `measured`; (worker, start, (algorithm, family), startup seconds)
     for a run that finished in one attempt, else None."""
     previous, trained, evaluated, images, run = -1, 0.0, 0.0, 0, None
-    for record in _records(folder / "results.jsonl"):
+    folder = RunFolder(folder)
+    for record in read_jsonl(folder.results):
         try:
             args, hparams, step = record["args"], record.get("hparams") or {}, int(record["step"])
             key = step_key(args["dataset"], args["algorithm"], args.get("test_envs", ()), hparams,
@@ -191,7 +178,7 @@ def _read_run(folder: Path, measured: Measured) -> tuple | None:
             entry = measured.evaluation.setdefault((args["dataset"], _family(hparams)), [0.0, 0])
             entry[0], entry[1] = entry[0] + eval_time, entry[1] + eval_images
             evaluated, images = evaluated + eval_time, images + eval_images
-    node, done = read_json(folder / NODE_FILE), folder / "done"
+    node, done = read_json(folder.node), folder.done
     if not (run and node and done.exists() and node.get("attempt") == 1 and evaluated > 0):
         return None
     swad = sum(get_dataset_spec(run[2]).images) * evaluated / images

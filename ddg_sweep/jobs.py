@@ -20,14 +20,12 @@ from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import check_test_envs, get_dataset_spec
 from ddg_sweep.errors import UserError
 from ddg_sweep.hparams import check_hparams, identity_hparams, resolve_hparams
+from ddg_sweep.layout import RunFolder, SweepFolder, last_jsonl_record
 from ddg_sweep.seeding import identity_id, seed_hash
 
 JOB_ID_DIGITS = 20  # hex digits of a job id (ddg_sweep.seeding.identity_id)
-RUNS_FOLDER = "runs"
-ERROR_FILE = "error.json"
-NODE_FILE = "node.json"
-STOPPED_FILE = "stopped.json"  # a search's scheduler (ASHA) stopped the job's trial early; records kept
-MANIFEST_FILE = "jobs.json"  # every job any sweep into OUT planned, so `status` knows the pending ones
+# sweep.py and trainables/ still import these names from here
+ERROR_FILE, NODE_FILE, STOPPED_FILE = RunFolder.ERROR, RunFolder.NODE, RunFolder.STOPPED
 RUNNING_WINDOW_S = 300  # a job whose train.log changed this recently counts as running
 STATES = ("done", "stopped", "running", "failed", "partial", "pending")
 
@@ -106,7 +104,7 @@ def applicable_overrides(algorithm: str, overrides: dict) -> dict:
 # ---- folders and states -------------------------------------------------------------------------
 
 def runs_dir(output_dir) -> Path:
-    return Path(output_dir).resolve() / RUNS_FOLDER
+    return SweepFolder(Path(output_dir).resolve()).runs
 
 
 def job_dir(output_dir, job: Job | str) -> Path:
@@ -148,37 +146,27 @@ def _mtime(path: Path) -> float | None:
 
 def job_state(folder: Path, detect_running: bool = False, now: float | None = None) -> str:
     """done | stopped | running | failed | partial | pending, from the job's folder alone."""
-    folder = Path(folder)
-    if (folder / "done").exists():
+    folder = RunFolder(folder)
+    if folder.done.exists():
         return "done"
-    if (folder / STOPPED_FILE).exists():
+    if folder.stopped.exists():
         return "stopped"
-    log_time = _mtime(folder / "train.log")
-    error_time = _mtime(folder / ERROR_FILE)
+    log_time = _mtime(folder.log)
+    error_time = _mtime(folder.error)
     if detect_running and log_time is not None:
         recent = (now or time.time()) - log_time < RUNNING_WINDOW_S
         if recent and (error_time is None or log_time > error_time):
             return "running"
     if error_time is not None:
         return "failed"
-    if (folder / "results.jsonl").exists() or (folder / "checkpoint.pt").exists():
+    if folder.results.exists() or folder.checkpoint.exists():
         return "partial"
     return "pending"
 
 
 def last_record(folder: Path) -> dict | None:
-    """The last complete line of a job's results.jsonl (a torn last line is skipped)."""
-    path = Path(folder) / "results.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue
-    return None
+    """The last record of a job's results.jsonl (ddg_sweep.layout.read_jsonl's rule)."""
+    return last_jsonl_record(RunFolder(folder).results)
 
 
 # ---- the plan -----------------------------------------------------------------------------------
@@ -251,7 +239,7 @@ def build_plan(jobs: list[Job], output_dir, detect_running: bool = False) -> Pla
 def write_manifest(output_dir, jobs: list[Job]) -> Path:
     from ddg_sweep.io import atomic_write_json
 
-    path = Path(output_dir).resolve() / MANIFEST_FILE
+    path = SweepFolder(Path(output_dir).resolve()).manifest
     path.parent.mkdir(parents=True, exist_ok=True)
     known = {j["job_id"]: j for j in (read_json(path) or {}).get("jobs", [])}
     known.update({j.job_id: j.to_json() for j in jobs})
@@ -261,17 +249,17 @@ def write_manifest(output_dir, jobs: list[Job]) -> Path:
 
 def read_manifest(output_dir) -> list[Job]:
     """Jobs of the manifest plus any job folder that has a config.json the manifest lacks."""
-    out = Path(output_dir)
+    out = SweepFolder(output_dir)
     jobs = {}
-    for obj in (read_json(out / MANIFEST_FILE) or {}).get("jobs", []):
+    for obj in (read_json(out.manifest) or {}).get("jobs", []):
         try:
             jobs[obj["job_id"]] = Job.from_json(obj)
         except (KeyError, TypeError):
             continue
-    root = out / RUNS_FOLDER
+    root = out.runs
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in jobs):
-            config = read_json(folder / "config.json")
+            config = read_json(RunFolder(folder).config)
             if config:
                 try:
                     jobs[folder.name] = Job(config["algorithm"], config["dataset"], tuple(config["test_envs"]),
@@ -284,7 +272,7 @@ def read_manifest(output_dir) -> list[Job]:
 
 def log_progress(folder: Path) -> tuple[int | None, float | None]:
     """(latest logged step, steps per second over the last logged interval) from train.log."""
-    path = Path(folder) / "train.log"
+    path = RunFolder(folder).log
     try:
         lines = path.read_text().splitlines()[-50:]
     except OSError:
@@ -308,4 +296,4 @@ def log_progress(folder: Path) -> tuple[int | None, float | None]:
 
 
 def node_of(folder: Path) -> dict | None:
-    return read_json(Path(folder) / NODE_FILE)
+    return read_json(RunFolder(folder).node)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ddg_sweep.errors import UserError
 from ddg_sweep.io import atomic_write_json
+from ddg_sweep.layout import SweepFolder
 
-LOCK_NAME = "sweep.lock"
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 60.0
 
@@ -33,7 +33,7 @@ def pid_alive(pid: int) -> bool:
 
 def read_lock(out_dir: Path) -> dict | None:
     try:
-        return json.loads((Path(out_dir) / LOCK_NAME).read_text())
+        return json.loads(SweepFolder(out_dir).lock.read_text())
     except (OSError, ValueError):
         return None
 
@@ -50,7 +50,7 @@ class SweepLock:
     def __init__(self, out_dir: Path, stale_after: float = STALE_AFTER_SECONDS,
                  heartbeat: float = HEARTBEAT_SECONDS):
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / LOCK_NAME
+        self.path = SweepFolder(self.out_dir).lock
         self.stale_after = stale_after
         self.heartbeat = heartbeat
         self._stop = threading.Event()

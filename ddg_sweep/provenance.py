@@ -15,8 +15,8 @@ from importlib import metadata
 from pathlib import Path
 
 from ddg_sweep.io import atomic_write_json
+from ddg_sweep.layout import RunFolder
 
-PROVENANCE_FILE = "provenance.json"
 # distribution name -> field name (also the `prov_<field>` column of the aggregate)
 PACKAGES = {"ddg-sweep": "ddg_sweep", "torch": "torch", "diffusers": "diffusers",
             "transformers": "transformers", "ray": "ray"}
@@ -63,7 +63,7 @@ def collect(device) -> dict:
 
 def record_provenance(run_dir, device) -> dict:
     """Append this session to RUN/provenance.json unless it equals the last one."""
-    path = Path(run_dir) / PROVENANCE_FILE
+    path = RunFolder(run_dir).provenance
     session = collect(device)
     sessions = read_sessions(path)
     if not sessions or sessions[-1] != session:
@@ -81,7 +81,7 @@ def read_sessions(path) -> list[dict]:
 
 def read_provenance(run_dir) -> dict:
     """{field: value} over a run's sessions; several different values are joined by '; '."""
-    sessions = read_sessions(Path(run_dir) / PROVENANCE_FILE)
+    sessions = read_sessions(RunFolder(run_dir).provenance)
     merged = {}
     for field in FIELDS:
         values = list(dict.fromkeys(str(s[field]) for s in sessions if s.get(field) is not None))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddg_sweep.errors import UserError
+from ddg_sweep.layout import SweepFolder
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 EXTRA = "tracking"
@@ -53,7 +54,7 @@ def mlflow_store(out: Path, uri: str | None) -> tuple[str, str | None]:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri, None
-    folder = Path(out).resolve() / "mlruns"
+    folder = SweepFolder(Path(out).resolve()).mlruns
     return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
 
 

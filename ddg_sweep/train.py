@@ -2,7 +2,8 @@
 
 RUN/ holds config.json, results.jsonl (one DomainBed record per checkpoint),
 checkpoint.pt (the trainable state, replaced atomically every checkpoint),
-train.log, swad.json (the SWAD-averaged model's accuracies) and finally an empty `done`.
+train.log, provenance.json (code and library versions, device), swad.json (the
+SWAD-averaged model's accuracies) and finally an empty `done` (ddg_sweep/layout.py).
 Each checkpoint evaluates the splits model selection reads, the last one every split
 (ddg_sweep/splits.py). The same
 call on an unfinished RUN resumes from checkpoint.pt; on a finished one it
@@ -22,10 +23,11 @@ from ddg_sweep.config import RunConfig
 from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.errors import UserError
 from ddg_sweep.io import append_line, atomic_write_bytes, atomic_write_json
+from ddg_sweep.layout import RunFolder, read_jsonl
 from ddg_sweep.provenance import record_provenance
 from ddg_sweep.seeding import seed_hash
 
-CHECKPOINT = "checkpoint.pt"
+read_records = read_jsonl  # trainables/search_trial.py still imports it from here
 
 
 @dataclass
@@ -44,20 +46,8 @@ def load_data(config: RunConfig):
     return read_domain_data(spec, data_dir)
 
 
-def read_records(path: Path) -> list[dict]:
-    """Complete records of a results.jsonl; a torn last line (a kill mid-write) is dropped."""
-    records = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return records
-
-
 def _check_same_run(run_dir: Path, config: RunConfig) -> None:
-    saved = run_dir / "config.json"
+    saved = RunFolder(run_dir).config
     if saved.exists():
         try:
             previous = RunConfig.from_json(json.loads(saved.read_text())).identity()
@@ -84,10 +74,11 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
         log: Callable[[str], None] = print) -> RunOutcome:
     config.validate()
     run_dir = Path(config.output_dir)
+    folder = RunFolder(run_dir)
     _check_same_run(run_dir, config)
-    if (run_dir / "done").exists():
-        log(f"{run_dir} is already done: nothing to train (delete its `done` to rerun)")
-        return RunOutcome("already-done", run_dir, (read_records(run_dir / "results.jsonl") or [None])[-1])
+    if folder.done.exists():
+        log(f"{run_dir} is already done: nothing to train (delete its `{folder.done.name}` to rerun)")
+        return RunOutcome("already-done", run_dir, (read_jsonl(folder.results) or [None])[-1])
     data = load_data(config)  # validated before any weight is loaded
     import torch
 
@@ -101,9 +92,9 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
 
     with _writes_to(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not (run_dir / "config.json").exists():
-            atomic_write_json(run_dir / "config.json", config.to_json())
-    logfile = run_dir / "train.log"
+        if not folder.config.exists():
+            atomic_write_json(folder.config, config.to_json())
+    logfile = folder.log
 
     def say(message: str) -> None:
         log(message)
@@ -135,14 +126,14 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
 
     # Resume: the checkpoint is the truth; records past it are dropped and redone.
     start_step = 0
-    results_path = run_dir / "results.jsonl"
-    checkpoint_path = run_dir / CHECKPOINT
+    results_path = folder.results
+    checkpoint_path = folder.checkpoint
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         algorithm.load_checkpoint(state["algorithm"])
         swad.load_state_dict(state["swad"])
         start_step = state["step"] + 1
-        kept = [r for r in read_records(results_path) if r["step"] <= state["step"]]
+        kept = [r for r in read_jsonl(results_path) if r["step"] <= state["step"]]
         with _writes_to(run_dir):
             atomic_write_bytes(results_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         say(f"resuming {run_dir} at step {start_step} of {config.steps}")
@@ -213,9 +204,9 @@ def run(config: RunConfig, on_checkpoint: Callable[[dict, Path], None] | None = 
         say(f"SWAD averaged steps {info.get('swad_start_step')}..{info.get('swad_end_step')}: held-out acc "
             + ", ".join(f"{swad_record[f'env{e}_in_acc']:.3f}" for e in config.test_envs))
     with _writes_to(run_dir):
-        atomic_write_json(run_dir / "swad.json", swad_record)
+        atomic_write_json(folder.swad, swad_record)
     with _writes_to(run_dir):
-        (run_dir / "done").touch()
+        folder.done.touch()
     checkpoint_path.unlink(missing_ok=True)
     say(f"done: {results_path}")
     return RunOutcome("finished", run_dir, last_record)

@@ -9,7 +9,8 @@ from ddg_sweep.data.catalog import DATASETS
 from ddg_sweep.estimate import (EVAL_IMAGES_PER_S, LAUNCH_SECONDS, STARTUP_SECONDS, STEP_SECONDS,
                                 TEARDOWN_SECONDS, WORKER_START_SECONDS, constant_step_seconds, estimate, images_left, job_cost,
                                 measure)
-from ddg_sweep.jobs import MANIFEST_FILE, NODE_FILE, job_dir, make_job, write_manifest
+from ddg_sweep.jobs import job_dir, make_job, write_manifest
+from ddg_sweep.layout import RunFolder, SweepFolder
 from search_spaces import SpaceOptions, space_jobs
 
 DEMO_SIZES = (450, 449, 449, 449)
@@ -79,7 +80,7 @@ def _write_run(out, job, records, node=None, done_after=None):
     folder.mkdir(parents=True)
     (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     if node is not None:
-        (folder / NODE_FILE).write_text(json.dumps({"pid": node[0], "hostname": "h", "attempt": 1, "time": node[1]}))
+        (folder / RunFolder.NODE).write_text(json.dumps({"pid": node[0], "hostname": "h", "attempt": 1, "time": node[1]}))
     if done_after is not None:
         (folder / "done").touch()
         os.utime(folder / "done", (node[1] + done_after, node[1] + done_after))
@@ -138,7 +139,7 @@ def test_a_half_done_sweep_costs_what_its_own_records_measured(tmp_path):
     assert status["estimate"]["gpu_hours"] == plan["gpu_hours"]  # the same estimate, the same code
     assert_one_line_error(run_cli("plan", "--space", "demo", "--max-concurrent", "0"), "--max-concurrent")
     # the sweep that ran them wrote jobs.json 12 s before its first trial started: its launch
-    os.utime(out / MANIFEST_FILE, (t0 - 12.0, t0 - 12.0))
+    os.utime(out / SweepFolder.MANIFEST, (t0 - 12.0, t0 - 12.0))
     launched = estimate([(half, 4), (pending, 9)], out, concurrency=2)
     assert launched.launch == pytest.approx(12.0 + TEARDOWN_SECONDS)
     assert launched.wall_seconds == pytest.approx(two.wall_seconds - LAUNCH_SECONDS + 12.0 + TEARDOWN_SECONDS)

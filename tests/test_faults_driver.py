@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_line_error, default_sigint, mounted_tmpfs, run_cli
-from ddg_sweep.lock import LOCK_NAME, read_lock
+from ddg_sweep.layout import SweepFolder
+from ddg_sweep.lock import read_lock
+
+LOCK_NAME = SweepFolder.LOCK
 
 RAY = ["--no-dashboard", "--num-cpus", "2"]
 

@@ -8,7 +8,10 @@ import time
 import pytest
 
 from ddg_sweep.errors import UserError
-from ddg_sweep.lock import LOCK_NAME, SweepLock, read_lock
+from ddg_sweep.layout import SweepFolder
+from ddg_sweep.lock import SweepLock, read_lock
+
+LOCK_NAME = SweepFolder.LOCK
 
 
 def test_lock_holds_host_pid_and_a_beating_heart(tmp_path):

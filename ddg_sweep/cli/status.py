@@ -133,13 +133,15 @@ def _tail(path: Path, lines: int) -> list[str]:
 
 
 def show_job(out: Path, job, plan, args) -> int:
-    from ddg_sweep.jobs import ERROR_FILE, job_dir, last_record, node_of, read_json
+    from ddg_sweep.jobs import job_dir, last_record, node_of, read_json
+    from ddg_sweep.layout import RunFolder
 
     folder = job_dir(out, job)
+    files = RunFolder(folder)
     state = plan.states[job.job_id]
     record = last_record(folder)
-    error = read_json(folder / ERROR_FILE) if state == "failed" else None
-    log = _tail(folder / "train.log", args.lines) if args.log else None
+    error = read_json(files.error) if state == "failed" else None
+    log = _tail(files.log, args.lines) if args.log else None
     if args.format == "json":
         print(json.dumps({"job": job.to_json(), "state": state, "folder": str(folder),
                           "last_step": record.get("step") if record else None, "node": node_of(folder),
@@ -154,12 +156,12 @@ def show_job(out: Path, job, plan, args) -> int:
         print(f"  node {node.get('hostname')} ({node.get('node_ip')}), pid {node.get('pid')}, "
               f"attempt {node.get('attempt')}")
     if log is not None:
-        print(f"--- last {len(log)} line(s) of {folder / 'train.log'}" if log else
-              f"--- {folder / 'train.log'}: nothing logged yet")
+        print(f"--- last {len(log)} line(s) of {files.log}" if log else
+              f"--- {files.log}: nothing logged yet")
         for line in log:
             print(line)
     if error is not None:
-        print(f"--- {folder / ERROR_FILE}")
+        print(f"--- {files.error}")
         print(json.dumps(error, indent=1))
     return 0
 

@@ -15,6 +15,7 @@ from ddg_sweep.cli.search_flags import add_search_flags, print_search_plan, sear
 from ddg_sweep.cli.status import add_concurrency_flag, check_concurrency, describe
 from ddg_sweep.cli.train import add_hparam_flags, add_location_flags, hparam_overrides
 from ddg_sweep.errors import UserError
+from ddg_sweep.layout import SweepFolder
 from ddg_sweep.test_hooks import hook_value
 from ddg_sweep.trackers import DEFAULT_PROJECT, EXTRA, TRACKERS, TrackingOptions, check_trackers
 
@@ -266,21 +267,21 @@ def run_sweep_command(args) -> int:
 def run_full_benchmark(args) -> int:
     started = time.time()
     result = _sweep(args)
-    out = Path(args.output_dir)
+    out = SweepFolder(args.output_dir)
     from ddg_sweep.report.aggregate import make_aggregate
     from ddg_sweep.report.plots.figures import make_plots
 
     from search_spaces import space_rows
 
-    made = make_aggregate(out / "runs", out / "aggregate", rows_by=space_rows(args.space, args.space_flag))
-    print(f"aggregate: {made.summary.get('runs', '?')} runs -> {out / 'aggregate'}", flush=True)
+    made = make_aggregate(out.runs, out.aggregate, rows_by=space_rows(args.space, args.space_flag))
+    print(f"aggregate: {made.summary.get('runs', '?')} runs -> {out.aggregate}", flush=True)
     pause = hook_value("aggregate_pause")  # tests only: a window to kill full-benchmark mid-aggregation
     if pause is not None:
         time.sleep(pause)
     # one rendering pass, from memory: AGG/tables.txt and OUT/tables/
-    written = made.write_tables(out, formats=("markdown", "latex"), include_search=bool(args.search))
+    written = made.write_tables(out.path, formats=("markdown", "latex"), include_search=bool(args.search))
     print("tables: " + ", ".join(str(p) for p in written))
-    figures, _ = make_plots(out / "aggregate", out / "plots")
+    figures, _ = make_plots(out.aggregate, out.plots)
     print("plots: " + ", ".join(str(p) for p in figures))
     print(f"full-benchmark finished in {time.time() - started:.0f} s")
     return 1 if result.failed else 0

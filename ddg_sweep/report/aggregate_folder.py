@@ -1,4 +1,5 @@
-"""The aggregate folder (AGG, made by `aggregate`): its files' names, writing and loading them.
+"""The aggregate folder (AGG, made by `aggregate`): writing and loading its files (their names:
+ddg_sweep/layout.py's AggregateFolder).
 
 It is where reading and selection hand over to the tables and plots, which load it back.
 """
@@ -10,14 +11,15 @@ from pathlib import Path
 
 from ddg_sweep.errors import UserError
 from ddg_sweep.io import atomic_write_bytes, atomic_write_text  # noqa: F401  (the report's writers)
+from ddg_sweep.layout import AggregateFolder, SweepFolder
 
-RECORDS_PARQUET = "records.parquet"
-SWAD_PARQUET = "swad.parquet"
-TABLE_PARQUET = "table.parquet"
-SELECTED_PARQUET = "selected.parquet"
-SEARCH_TRIALS_PARQUET = "search_trials.parquet"
-SUMMARY_JSON = "summary.json"
-TABLES_TXT = "tables.txt"
+RECORDS_PARQUET = AggregateFolder.RECORDS
+SWAD_PARQUET = AggregateFolder.SWAD
+TABLE_PARQUET = AggregateFolder.TABLE
+SELECTED_PARQUET = AggregateFolder.SELECTED
+SEARCH_TRIALS_PARQUET = AggregateFolder.SEARCH_TRIALS
+SUMMARY_JSON = AggregateFolder.SUMMARY
+TABLES_TXT = AggregateFolder.TABLES_TXT
 
 
 def atomic_write_parquet(path: Path, frame) -> Path:
@@ -39,11 +41,12 @@ def atomic_write_parquet(path: Path, frame) -> Path:
 def not_an_aggregate(agg_dir: Path, missing: str, flag: str = "--input") -> UserError:
     """The error for a folder that is no aggregate: point at OUT/aggregate when it holds one,
     else say how to make an aggregate beside the sweep (never inside its run folders)."""
-    nested = agg_dir / "aggregate"
+    sweep = SweepFolder(agg_dir)
+    nested = sweep.aggregate
     if (nested / TABLE_PARQUET).is_file():
         return UserError(f"{agg_dir} is a sweep folder, not an aggregate ({missing} missing); its "
                          f"aggregate is {nested}: pass {flag} {nested}")
-    if (agg_dir / "runs").is_dir() or (agg_dir / "jobs.json").is_file():
+    if sweep.runs.is_dir() or sweep.manifest.is_file():
         return UserError(f"{agg_dir} is a sweep folder without an aggregate ({missing} missing); "
                          f"make one with: python -m ddg_sweep.run aggregate --input-dir {agg_dir} "
                          f"--output-dir {nested}, then pass {flag} {nested}")

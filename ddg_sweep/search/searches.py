@@ -18,7 +18,6 @@ how it resumes. Nothing here imports Ray or torch.
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from ddg_sweep.hparams import BY_NAME, step_or_fraction
 from ddg_sweep.io import atomic_write_json
 from ddg_sweep.jobs import (Job, job_dir, job_state, make_job, read_json, remaining_steps,
                             runs_dir, write_manifest)
+from ddg_sweep.layout import RunFolder, SweepFolder, read_jsonl
 from ddg_sweep.search.distributions import Distribution, space_to_json
 from ddg_sweep.search.objective import METRICS, trial_trajectory
 from ddg_sweep.seeding import identity_id
@@ -41,8 +41,7 @@ SCOPES = ("env", "dataset")
 SCHEDULERS = ("asha",)
 PACKAGES = {"optuna": "optuna", "hyperopt": "hyperopt"}  # what each searcher imports
 EXTRA = "search"  # pip install -e ".[search]"
-SEARCH_FILE = "search.json"  # in each job folder of a trial: the search, the trial, its configuration
-SEARCH_LOG_FOLDER = "searches"  # OUT/searches/<search_id>.jsonl: every value the searcher was told
+SEARCH_LOG_FOLDER = SweepFolder.SEARCHES  # trainables/search_tuner.py still imports it from here
 DEFAULT_NUM_SAMPLES = 20
 
 
@@ -210,7 +209,7 @@ def scan_headers(out) -> dict[str, list[dict]]:
     """search_id -> the search.json of every job folder in OUT that a search suggested."""
     found: dict[str, list[dict]] = {}
     root = runs_dir(out)
-    for path in sorted(root.glob(f"*/{SEARCH_FILE}")) if root.is_dir() else []:
+    for path in sorted(root.glob(f"*/{RunFolder.SEARCH}")) if root.is_dir() else []:
         header = read_json(path)
         if isinstance(header, dict) and "search_id" in header and "trial" in header:
             found.setdefault(header["search_id"], []).append(header)
@@ -220,8 +219,6 @@ def scan_headers(out) -> dict[str, list[dict]]:
 def read_trials(out, headers: list[dict], detect_running: bool = False) -> list[Trial]:
     """A search's trials from the search.json of its job folders, their states and records (the
     search.json says everything needed: dataset, test envs, metric, the trial's jobs in order)."""
-    from ddg_sweep.train import read_records
-
     by_index = {int(h["trial"]): h for h in headers}
     trials = []
     for index in sorted(by_index):
@@ -229,7 +226,7 @@ def read_trials(out, headers: list[dict], detect_running: bool = False) -> list[
         n_envs = get_dataset_spec(header["dataset"]).n_envs
         folders = [job_dir(out, job_id) for job_id in header["jobs"]]
         states = [job_state(folder, detect_running) for folder in folders]
-        records = [(read_records(folder / "results.jsonl"), n_envs, tuple(envs))
+        records = [(read_jsonl(RunFolder(folder).results), n_envs, tuple(envs))
                    for folder, envs in zip(folders, header["test_envs"])]
         trials.append(Trial(index, header["config"], list(header["jobs"]), states,
                             trial_trajectory(records, header["metric"])))
@@ -240,7 +237,7 @@ def record_trial(out, search: Search, index: int, config: dict, jobs: list[Job])
     """search.json into each job folder of a new trial, and the jobs into OUT/jobs.json (status)."""
     header = search.header(index, config, jobs)
     for job in jobs:
-        atomic_write_json(job_dir(out, job) / SEARCH_FILE, header)
+        atomic_write_json(RunFolder(job_dir(out, job)).search, header)
     write_manifest(out, jobs)
 
 

@@ -42,11 +42,12 @@ import pyarrow.parquet as pq
 
 from ddg_sweep.io import atomic_write_text
 from ddg_sweep.report.read.jsonl import BATCH_BYTES, ENV_FLOOR, RUN_TAG, Batch, record_schema
+from ddg_sweep.layout import AggregateFolder
 from ddg_sweep.report.read.run_folders import (RESULTS_FILE, drop_truncated_tail, env_count_of_line,
                                                first_nonblank_line, read_file)
 
 READER_VERSION = 1
-CACHE_DIR = ".parsed"
+CACHE_DIR = AggregateFolder.PARSED
 INDEX_FILE = "index.json"
 RACY_NS = 2_000_000_000
 RUN_FIELDS = pa.schema([("run_id", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),

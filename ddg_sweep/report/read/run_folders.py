@@ -13,13 +13,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddg_sweep.jobs import STOPPED_FILE
-from ddg_sweep.provenance import PROVENANCE_FILE, read_provenance
-from ddg_sweep.search.searches import SEARCH_FILE
+from ddg_sweep.layout import RunFolder, drop_torn_tail
+from ddg_sweep.provenance import read_provenance
 
-RESULTS_FILE = "results.jsonl"
-DONE_FILE = "done"
-SWAD_JSON = "swad.json"
+RESULTS_FILE, SWAD_JSON = RunFolder.RESULTS, RunFolder.SWAD
 REQUIRED_ARGS = ("dataset", "algorithm", "test_envs", "trial_seed", "hparams_seed")
 ENV_KEY = re.compile(r"^env(\d+)_(in|out)_acc$")
 
@@ -56,8 +53,9 @@ def find_runs(input_dir: Path) -> list[RunFile]:
         if RESULTS_FILE in names:
             run_id = "." if folder == root else (
                 folder[len(prefix):] if folder.startswith(prefix) else os.path.relpath(folder, root))
-            found.append(RunFile(run_id, folder, DONE_FILE in names, SWAD_JSON in names,
-                                  PROVENANCE_FILE in names, STOPPED_FILE in names, SEARCH_FILE in names))
+            found.append(RunFile(run_id, folder, RunFolder.DONE in names, SWAD_JSON in names,
+                                  RunFolder.PROVENANCE in names, RunFolder.STOPPED in names,
+                                  RunFolder.SEARCH in names))
             if folder != root:
                 continue
         pending += [entry.path for entry in entries if entry.is_dir()]
@@ -119,16 +117,7 @@ def env_count(record: dict) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def drop_truncated_tail(content: bytes) -> tuple[bytes, int]:
-    """A file cut mid-write ends without a newline; drop that last line if it is broken."""
-    if not content or content.endswith(b"\n"):
-        return content, 0
-    cut = content.rfind(b"\n") + 1
-    try:
-        json.loads(content[cut:])
-        return content + b"\n", 0
-    except ValueError:
-        return content[:cut], 1
+drop_truncated_tail = drop_torn_tail  # the one rule for a torn last line (ddg_sweep/layout.py)
 
 
 def run_row(run: RunFile, header: dict, n_envs: int) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddg_sweep.search.searches import SEARCH_FILE
+from ddg_sweep.layout import RunFolder, SweepFolder
 
 
 def row_label(algorithm: str, header: dict) -> str:
@@ -28,7 +28,7 @@ def row_label(algorithm: str, header: dict) -> str:
 
 def _header(input_dir: Path, run_id: str) -> dict | None:
     try:
-        header = json.loads((Path(input_dir) / run_id / SEARCH_FILE).read_text())
+        header = json.loads(RunFolder(Path(input_dir) / run_id).search.read_text())
     except (OSError, ValueError):
         return None
     return header if isinstance(header, dict) and "search_id" in header else None
@@ -74,7 +74,7 @@ def search_trials(input_dir) -> pd.DataFrame:
     from ddg_sweep.search.searches import read_trials, scan_headers
 
     out = Path(input_dir)
-    if not (out / "runs").is_dir() and out.name == "runs":  # --input-dir OUT/runs
+    if not SweepFolder(out).runs.is_dir() and out.name == SweepFolder.RUNS:  # --input-dir OUT/runs
         out = out.parent
     rows = []
     for search_id, headers in scan_headers(out).items():

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ddg_sweep.errors import UserError
+from ddg_sweep.layout import SweepFolder
 from ddg_sweep.report import aggregate_folder
 from ddg_sweep.report.render import notes
 from ddg_sweep.report.render.notes import search_notes
@@ -294,7 +295,7 @@ def table_files(table, summary, selected, formats=("markdown", "latex"), include
 
 
 def write_table_files(out_dir, texts: dict[str, str]) -> list[Path]:
-    folder = Path(out_dir) / "tables"
+    folder = SweepFolder(out_dir).tables
     return [aggregate_folder.atomic_write_text(folder / name, text) for name, text in texts.items()]
 
 
