@@ -25,7 +25,6 @@ from ddg_sweep.seeding import identity_id, seed_hash
 
 JOB_ID_DIGITS = 20  # hex digits of a job id (ddg_sweep.seeding.identity_id)
 # sweep.py and trainables/ still import these names from here
-ERROR_FILE, NODE_FILE, STOPPED_FILE = RunFolder.ERROR, RunFolder.NODE, RunFolder.STOPPED
 RUNNING_WINDOW_S = 300  # a job whose train.log changed this recently counts as running
 STATES = ("done", "stopped", "running", "failed", "partial", "pending")
 

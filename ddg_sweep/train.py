@@ -27,7 +27,6 @@ from ddg_sweep.layout import RunFolder, read_jsonl
 from ddg_sweep.provenance import record_provenance
 from ddg_sweep.seeding import seed_hash
 
-read_records = read_jsonl  # trainables/search_trial.py still imports it from here
 
 
 @dataclass

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from ddg_sweep.jobs import STOPPED_FILE, job_dir, make_job, run_config, write_manifest
+from ddg_sweep.jobs import job_dir, make_job, run_config, write_manifest
+from ddg_sweep.layout import RunFolder
 from ddg_sweep.search.searches import SearchOptions, build_searches, record_trial
 from search_spaces import SpaceOptions, space_jobs, space_ranges
 
@@ -51,7 +52,7 @@ def sweep(tmp_path_factory):
             record_trial(out, search, index, config, [job])
             write_job(out, job, accs, done=len(accs) == 3)
             if len(accs) < 3:
-                (job_dir(out, job) / STOPPED_FILE).write_text(json.dumps({"by": "asha", "checkpoints": 1}))
+                (RunFolder(job_dir(out, job)).stopped).write_text(json.dumps({"by": "asha", "checkpoints": 1}))
             trials[metric, index] = job.job_id
     run_cli("aggregate", "--input-dir", out, "--output-dir", out / "aggregate", check=True)
     return out, trials, protocol

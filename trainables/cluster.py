@@ -26,6 +26,7 @@ from ddg_sweep.data.catalog import get_dataset_spec
 from ddg_sweep.errors import UserError
 from ddg_sweep.io import atomic_write_json
 from ddg_sweep.jobs import Job, read_json
+from ddg_sweep.layout import SweepFolder
 from ddg_sweep.lock import SweepLock, pid_alive
 from ddg_sweep.trackers import TrackingOptions
 
@@ -185,7 +186,7 @@ def locked(out: Path, say: Callable[[str], None]):
         yield
 
 
-LOCAL_CLUSTER_FILE = "ray_local.json"  # the local cluster this folder's sweep started, until it stops it
+LOCAL_CLUSTER_FILE = SweepFolder.LOCAL_CLUSTER  # the local cluster this folder's sweep started, until it stops it
 
 
 def _session_processes(session_dir: str) -> list[int]:

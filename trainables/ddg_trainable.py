@@ -26,7 +26,7 @@ from ray import tune
 
 from ddg_sweep.config import RunConfig
 from ddg_sweep.io import append_line, atomic_write_json
-from ddg_sweep.jobs import ERROR_FILE, NODE_FILE
+from ddg_sweep.layout import RunFolder
 
 STAGE_NUMBER = {"align": 1, "diffusion": 2}  # DDG's stages; 0 for algorithms without stages
 # Payload key of the fault_after_step test hook (ddg_sweep/test_hooks.py): raise once, on the first attempt.
@@ -76,7 +76,7 @@ def _write_node_file(run_dir: Path, job_id: str, attempt: int) -> None:
     import ray
 
     context = ray.get_runtime_context()
-    atomic_write_json(run_dir / NODE_FILE, {
+    atomic_write_json(RunFolder(run_dir).node, {
         "job_id": job_id, "node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
         "hostname": os.uname().nodename, "pid": os.getpid(), "attempt": attempt,
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "time": time.time(),
@@ -87,7 +87,7 @@ def _previous_attempts(run_dir: Path) -> int:
     """Attempts so far: error.json counts those that raised, node.json also those whose worker was
     killed (they write no error.json)."""
     counts = [0]
-    for name, key in ((ERROR_FILE, "attempts"), (NODE_FILE, "attempt")):
+    for name, key in ((RunFolder.ERROR, "attempts"), (RunFolder.NODE, "attempt")):
         try:
             counts.append(int(json.loads((run_dir / name).read_text()).get(key, 0)))
         except (OSError, ValueError, TypeError, AttributeError):
@@ -97,7 +97,7 @@ def _previous_attempts(run_dir: Path) -> int:
 
 def _write_error(run_dir: Path, job_id: str, err: BaseException, attempts: int) -> None:
     message = f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__
-    atomic_write_json(run_dir / ERROR_FILE, {"job_id": job_id, "error": message, "attempts": attempts,
+    atomic_write_json(RunFolder(run_dir).error, {"job_id": job_id, "error": message, "attempts": attempts,
                                              "time": time.time(), "hostname": os.uname().nodename})
 
 
@@ -164,7 +164,7 @@ def train_job(config: dict, extra: Callable[[], dict] | None = None) -> None:
 
 
 def _log(run_dir: Path, message: str) -> None:
-    append_line(run_dir / "train.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+    append_line(RunFolder(run_dir).log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
 
 
 def trial_label(job: dict) -> str:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Callable
 
 from ray import tune
 
-from ddg_sweep.jobs import ERROR_FILE, Job, build_plan, job_dir, read_json, validate_job, write_manifest
+from ddg_sweep.jobs import Job, build_plan, job_dir, read_json, validate_job, write_manifest
+from ddg_sweep.layout import RunFolder, SweepFolder
 from ddg_sweep.test_hooks import hook_value
 from trainables.cluster import SweepOptions, check_reachable, local_gpu_count, locked, ray_cluster, trial_resources
 from trainables.ddg_trainable import FAULT_AFTER_STEP
@@ -140,7 +141,7 @@ def _run_sweep_locked(jobs: list[Job], out: Path, configs: dict, options: SweepO
     with ray_cluster(out, options, to_run, say) as resources:
         _fit_grid(to_run, configs, resources, out, options, say)
     final = build_plan(jobs, out)
-    failed = [f"{j.job_id}: {(read_json(job_dir(out, j) / ERROR_FILE) or {}).get('error', 'unknown error')}"
+    failed = [f"{j.job_id}: {(read_json(RunFolder(job_dir(out, j)).error) or {}).get('error', 'unknown error')}"
               for j in to_run if final.states[j.job_id] != "done"]
     done = sum(1 for s in final.states.values() if s == "done")
     say(f"sweep finished: {done}/{len(jobs)} jobs done" + (f", {len(failed)} failed" if failed else ""))
@@ -246,7 +247,7 @@ def _fit(trial_class, class_name: str, name: str, resources: dict, out: Path, op
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                     max_concurrent_trials=options.max_concurrent, reuse_actors=reuse_actors,
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(name=name, storage_path=str(out / "ray_results"), verbose=0,
+        run_config=tune.RunConfig(name=name, storage_path=str(SweepFolder(out).ray_results), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=options.max_failures),
                                   callbacks=callbacks))
     started = time.time()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ddg_sweep.search.objective import trial_trajectory
-from ddg_sweep.train import read_records
+from ddg_sweep.layout import RunFolder, read_jsonl
 from trainables.ddg_trainable import train_job, trial_class
 
 OBJECTIVE = "objective"  # the metric every searcher and the ASHA scheduler read
@@ -25,7 +25,7 @@ def trial_numbers(trial: dict, upto: int) -> dict:
     jobs = []
     for payload in trial["jobs"][:upto + 1]:
         folder = Path(payload["run_config"]["output_dir"])
-        jobs.append((read_records(folder / "results.jsonl"), trial["n_envs"],
+        jobs.append((read_jsonl(RunFolder(folder).results), trial["n_envs"],
                      tuple(payload["run_config"]["test_envs"])))
     trajectory = trial_trajectory(jobs, trial["metric"])
     if not trajectory:

@@ -27,9 +27,9 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 
 from ddg_sweep.io import append_line, atomic_write_json
-from ddg_sweep.jobs import STOPPED_FILE
+from ddg_sweep.layout import RunFolder, SweepFolder
 from ddg_sweep.search.objective import checkpoints_per_job
-from ddg_sweep.search.searches import SEARCH_LOG_FOLDER, Progress, Search, record_trial
+from ddg_sweep.search.searches import Progress, Search, record_trial
 from ddg_sweep.seeding import seed_hash
 from trainables.search_trial import CLOCK, OBJECTIVE
 
@@ -131,7 +131,7 @@ class Lane:
 
     def log(self, index: int, source: str, result: dict | None, error: bool, stopped: bool) -> None:
         """What the searcher was told, one line per trial: OUT/searches/<search_id>.jsonl."""
-        path = self.out / SEARCH_LOG_FOLDER / f"{self.search.search_id}.jsonl"
+        path = SweepFolder(self.out).search_log(self.search.search_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         append_line(path, json.dumps({
             "search_id": self.search.search_id, "label": self.search.label, "metric": self.search.metric,
@@ -176,7 +176,7 @@ class SearchMux(Searcher):
             lane.complete(trial_id, result, error)
 
     def save(self, checkpoint_path: str) -> None:  # Tune's experiment state; the job folders are the truth
-        Path(checkpoint_path).write_text(json.dumps({"state": "OUT/runs/*/search.json"}))
+        Path(checkpoint_path).write_text(json.dumps({"state": f"OUT/{SweepFolder.RUNS}/*/{RunFolder.SEARCH}"}))
 
     def restore(self, checkpoint_path: str) -> None:
         pass
@@ -227,8 +227,8 @@ class PerSearchASHA(FIFOScheduler):
         self.lanes[payload["search_id"]].stopped.add(trial.trial_id)
         for job in payload["jobs"]:
             folder = Path(job["run_config"]["output_dir"])
-            if not (folder / "done").exists():
-                atomic_write_json(folder / STOPPED_FILE, {
+            if not RunFolder(folder).done.exists():
+                atomic_write_json(RunFolder(folder).stopped, {
                     "by": "asha", "search_id": payload["search_id"], "trial": payload["index"],
                     CLOCK: result.get(CLOCK), OBJECTIVE: result.get(OBJECTIVE), "of_checkpoints":
                     self.max_t[payload["search_id"]], "time": time.time(), **self.settings})

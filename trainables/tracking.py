@@ -19,8 +19,10 @@ from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
+from ddg_sweep.layout import SweepFolder
 from ddg_sweep.trackers import TrackingOptions, job_params, mlflow_store, tracked_metrics, wandb_mode
 
+WANDB_RUNS = "wandb"  # the subfolder W&B itself makes in the folder it is given
 
 def _params(trial) -> dict:
     return job_params(trial.config["job"])
@@ -115,9 +117,9 @@ def tracker_callbacks(options: TrackingOptions, out: Path, sweep: str, say: Call
     callbacks = []
     for name in options.trackers:
         if name == "tensorboard":
-            folder = Path(out) / "tensorboard" / sweep
+            folder = SweepFolder(out).tensorboard / sweep
             callbacks.append(TensorBoardTracker(folder))
-            say(f"tracking: TensorBoard event files in {folder} (tensorboard --logdir {Path(out) / 'tensorboard'})")
+            say(f"tracking: TensorBoard event files in {folder} (tensorboard --logdir {SweepFolder(out).tensorboard})")
         elif name == "mlflow":
             uri, artifacts = mlflow_store(out, options.mlflow_uri)
             callbacks.append(MLflowTracker(uri, artifacts, options.project, sweep))
@@ -127,9 +129,9 @@ def tracker_callbacks(options: TrackingOptions, out: Path, sweep: str, say: Call
             mode = wandb_mode()
             if mode in ("offline", "disabled"):
                 os.environ.setdefault("WANDB_MODE", mode)  # Ray's W&B callback then asks for no API key
-            folder = Path(out).resolve() / "wandb"
+            folder = SweepFolder(Path(out).resolve()).wandb
             folder.mkdir(parents=True, exist_ok=True)
             callbacks.append(WandbTracker(project=options.project, group=sweep, mode=mode, dir=str(folder)))
             say(f"tracking: W&B project {options.project}, group {sweep}, {mode}"
-                + (f": runs in {folder / 'wandb'} (upload later with `wandb sync`)" if mode == "offline" else ""))
+                + (f": runs in {folder / WANDB_RUNS} (upload later with `wandb sync`)" if mode == "offline" else ""))
     return callbacks

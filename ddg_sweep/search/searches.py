@@ -29,7 +29,7 @@ from ddg_sweep.hparams import BY_NAME, step_or_fraction
 from ddg_sweep.io import atomic_write_json
 from ddg_sweep.jobs import (Job, job_dir, job_state, make_job, read_json, remaining_steps,
                             runs_dir, write_manifest)
-from ddg_sweep.layout import RunFolder, SweepFolder, read_jsonl
+from ddg_sweep.layout import RunFolder, read_jsonl
 from ddg_sweep.search.distributions import Distribution, space_to_json
 from ddg_sweep.search.objective import METRICS, trial_trajectory
 from ddg_sweep.seeding import identity_id
@@ -41,7 +41,6 @@ SCOPES = ("env", "dataset")
 SCHEDULERS = ("asha",)
 PACKAGES = {"optuna": "optuna", "hyperopt": "hyperopt"}  # what each searcher imports
 EXTRA = "search"  # pip install -e ".[search]"
-SEARCH_LOG_FOLDER = SweepFolder.SEARCHES  # trainables/search_tuner.py still imports it from here
 DEFAULT_NUM_SAMPLES = 20
 
 
