@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from helpers.cli import assert_one_line_error, run_cli
 from ddg_sweep.data.catalog import DATASETS
 from ddg_sweep.hparams import ALGORITHMS, REGISTRY
 from ddg_sweep.jobs import STEP_SECONDS, STEP_SECONDS_CARD, run_config, write_manifest

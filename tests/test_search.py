@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli, start
 from ddg_sweep.search.searches import SearchOptions, build_searches, scan_headers
 from search_spaces import SpaceOptions, space_jobs, space_ranges
-from test_faults_driver import (check_every_job_finished_once, expected_steps, kill_when, ray_root,  # noqa: F401
-                                read_steps, rerun, start, wait_for)
+from helpers.job_folders import check_every_job_finished_once, expected_steps, kill_when, read_steps, rerun
+from helpers.processes import wait_for
 
 RAY = ["--no-dashboard", "--num-cpus", "2", "--cpus-per-trial", "1"]
 # The demo command, with fewer steps (8, evaluated at 0, 4 and 7) and smaller batches.
@@ -93,7 +93,7 @@ def test_a_search_runs_n_distinct_jobs_and_a_larger_n_runs_exactly_the_rest(tmp_
 
 
 @pytest.mark.slow
-def test_a_driver_killed_mid_search_loses_no_finished_trial(tmp_path, ray_root):  # noqa: F811
+def test_a_driver_killed_mid_search_loses_no_finished_trial(tmp_path, ray_root):
     out = tmp_path / "OUT"
     args = ["sweep", *DEMO, "--num-samples", "6", "--output-dir", out, *RAY]
     env = {"RAY_TMPDIR": ray_root}

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from ddg_sweep.jobs import STOPPED_FILE, job_dir, make_job, run_config, write_manifest
 from ddg_sweep.search.searches import SearchOptions, build_searches, record_trial
 from search_spaces import SpaceOptions, space_jobs, space_ranges

@@ -6,7 +6,7 @@ import pandas as pd
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from helpers.cli import assert_one_line_error, run_cli
 
 RAY = ["--no-dashboard", "--num-cpus", "2"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from ddg_sweep.run import main
 
 STEPS, FREQ = 40, 20
