@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cluster import head_node
 from helpers.processes import ray_root  # noqa: F401  (a fixture)
 
 # Set before anything builds a model, so subprocesses inherit it too.
@@ -18,6 +19,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # cluster of their own included (each with its own temp folder and ports), go wherever a worker is free.
 SHARED_FIXTURE_MODULES = {"test_tiny_teachers", "test_dashboard", "test_tracking", "test_ddg_algorithm",
                           "test_ddg_teachers", "test_search_report"}
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """One Ray cluster per xdist worker (2 CPUs, no dashboard) that sweep tests attach to with
+    --address: one cluster start per worker instead of one per sweep. Tests of a cluster's own
+    start and stop, its dashboard, node loss or a killed driver start their own."""
+    yield from head_node(tmp_path_factory.mktemp("ray_head") / "head.log")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the node ids

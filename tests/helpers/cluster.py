@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from helpers.processes import ray_pids
 
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
 
@@ -23,10 +27,10 @@ def free_ports(n):
     return ports
 
 
-def start_node(args, log):
+def start_node(args, log, num_cpus=1):
     agent, grpc, env_agent, metrics = free_ports(4)
     return subprocess.Popen(
-        [RAY_BIN, "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+        [RAY_BIN, "start", "--block", "--num-cpus", str(num_cpus), "--node-ip-address", "127.0.0.1",
          "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(grpc),
          "--runtime-env-agent-port", str(env_agent), "--metrics-export-port", str(metrics), *args],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -58,9 +62,34 @@ def wait_for_nodes(address, n, timeout=90):
              "print(sum(1 for x in ray.nodes() if x['Alive']))" % address)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30,
-                              env={**os.environ, "RAY_AUTH_MODE": "token"})
+        try:  # a probe started before the head's GCS is up may wait for it past its own timeout
+            proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30,
+                                  env={**os.environ, "RAY_AUTH_MODE": "token"})
+        except subprocess.TimeoutExpired:
+            continue
         if proc.returncode == 0 and proc.stdout.strip().splitlines()[-1:] == [str(n)]:
             return
         time.sleep(1)
     raise AssertionError(f"the cluster at {address} did not reach {n} nodes")
+
+
+def head_node(log_path: Path, num_cpus: int = 2):
+    """Generator for a fixture: a one-node cluster without dashboard, in its own temp folder and on
+    ports of its own (two at once do not collide); yields its address, then stops it and kills
+    whatever of it outlived its `ray start`."""
+    temp_dir = tempfile.mkdtemp(prefix="ddgs", dir="/tmp")  # short: unix socket paths
+    port, client = free_ports(2)
+    with open(log_path, "w") as log:
+        head = start_node(["--head", "--port", str(port), "--ray-client-server-port", str(client),
+                           "--include-dashboard", "false", "--temp-dir", temp_dir], log, num_cpus=num_cpus)
+        try:
+            wait_for_nodes(f"127.0.0.1:{port}", 1)
+            yield f"127.0.0.1:{port}"
+        finally:
+            stop_nodes([head])
+            for pid in ray_pids(temp_dir):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            shutil.rmtree(temp_dir, ignore_errors=True)
