@@ -3,7 +3,7 @@
     python benchmarks/bench_aggregate.py [--sizes 94000 1000000] [--baseline-max 100000]
         [--repeats 3] [--keep DIR] [--domainbed DOMAINBED_CHECKOUT] [--no-torch]
 
-For each size a synthetic sweep is generated (tests/sweepgen.py; kept in --keep
+For each size a synthetic sweep is generated (benchmarks/sweepgen.py; kept in --keep
 DIR for the next time), every file is read once to warm the page cache, then the
 two contenders run one after the other, `--repeats` times, each as its own
 process under `/usr/bin/time -v`: wall time, CPU time (user + system; less
@@ -100,8 +100,7 @@ def _line(name: str, runs: list[dict]) -> str:
 
 
 def bench_size(size: int, base: Path, args) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from sweepgen import make_sweep
+    from sweepgen import make_sweep  # beside this script (the tests use it too)
 
     sweep, out = base / f"sweep_{size}", base / f"agg_{size}"
     if not (sweep / ".complete").exists():

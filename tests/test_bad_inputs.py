@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from helpers.cli import assert_one_line_error, run_cli
 from ddg_sweep.data.catalog import DATASETS
 from ddg_sweep.run import main
 

@@ -6,7 +6,8 @@ import torch
 import torch._functorch.config
 import torch._inductor.config
 
-from conftest import run_cli, unet_failing_above
+from helpers.cli import run_cli
+from helpers.models import unet_failing_above
 from ddg_sweep.bench import build_ddg, random_minibatches
 from ddg_sweep.perf import StepOptions
 

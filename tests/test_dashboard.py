@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, default_sigint
-from test_faults_driver import ray_pids
+from helpers.cli import REPO, default_sigint
+from helpers.processes import ray_pids
 
 CHROMIUM = "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),

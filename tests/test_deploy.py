@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO
+from helpers.cli import REPO
 from ddg_sweep.cli.sweep import _jobs
 from ddg_sweep.run import build_parser
 from trainables import GAUGES

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from helpers.cli import assert_one_line_error, run_cli
 from ddg_sweep.data.catalog import DATASETS
 from ddg_sweep.estimate import (EVAL_IMAGES_PER_S, LAUNCH_SECONDS, STARTUP_SECONDS, STEP_SECONDS,
                                 TEARDOWN_SECONDS, WORKER_START_SECONDS, constant_step_seconds, estimate, images_left, job_cost,

@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from conftest import assert_one_line_error, mounted_tmpfs, run_cli
+from helpers.cli import assert_one_line_error, run_cli
+from helpers.tmpfs import mounted_tmpfs
 from ddg_sweep import train as train_module
 from ddg_sweep.config import RunConfig
 from ddg_sweep.errors import UserError

@@ -7,211 +7,23 @@ sure none outlives it; `ray stop` would kill other people's clusters.
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, default_sigint, mounted_tmpfs, run_cli
+from helpers.cli import assert_one_line_error, run_cli, start
+from helpers.job_folders import (check_every_job_finished_once, expected_steps, job_folders, kill_when, read_steps,
+                                 rerun, snapshot)
+from helpers.processes import RAY, kill_group, ray_pids, wait_for, wait_until_gone
+from helpers.tmpfs import mounted_tmpfs
 from ddg_sweep.layout import SweepFolder
 from ddg_sweep.lock import read_lock
 
 LOCK_NAME = SweepFolder.LOCK
-
-RAY = ["--no-dashboard", "--num-cpus", "2"]
-
-
-# ---- helpers shared with test_faults_trial.py and test_security.py ------------------------------
-
-def ray_pids(root: str) -> list[int]:
-    """Live processes (zombies excluded) naming `root` in their command line or holding a file below it."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if root in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(proc.name))
-                continue
-            if any(os.readlink(fd).startswith(root) for fd in (proc / "fd").iterdir()):
-                found.append(int(proc.name))
-        except (OSError, IndexError):
-            continue
-    return found
-
-
-def wait_for(predicate, timeout, what, interval=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def wait_until_gone(root: str, timeout: float) -> tuple[float, list[int]]:
-    """(seconds until no process of `root` was left, or `timeout`; the survivors)."""
-    started = time.time()
-    while time.time() - started < timeout:
-        left = ray_pids(root)
-        if not left:
-            return time.time() - started, []
-        time.sleep(0.1)
-    return timeout, ray_pids(root)
-
-
-@pytest.fixture
-def ray_root():
-    """A private RAY_TMPDIR; whatever still runs from it at the end is killed (and the test fails on
-    it where it asserts so)."""
-    root = tempfile.mkdtemp(prefix="ddgf", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    yield root
-    for pid in ray_pids(root):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def start(args, log_path: Path, env: dict) -> subprocess.Popen:
-    """The CLI in its own session (so one killpg reaches the driver and all it started)."""
-    with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "ddg_sweep.run", *map(str, args)], cwd=REPO,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **env}, preexec_fn=default_sigint)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def kill_group(proc: subprocess.Popen, out: Path | None = None) -> tuple[float, float]:
-    """SIGKILL the driver's process group; (when, when the trial workers of `out` were seen dead).
-
-    The workers are in process groups of their own: they die when their raylet does, a moment later.
-    """
-    workers = [json.loads(p.read_text())["pid"] for p in out.glob("runs/*/node.json")] if out else []
-    killed_at = time.time()
-    os.killpg(proc.pid, signal.SIGKILL)
-    deadline = killed_at + 30
-    while any(alive(pid) for pid in workers) and time.time() < deadline:
-        time.sleep(0.01)
-    workers_dead_at = time.time()
-    proc.wait()
-    return killed_at, workers_dead_at
-
-
-def read_steps(folder: Path) -> list[int]:
-    """Steps of a results.jsonl's complete lines (a torn last line, from a kill mid-write, is skipped)."""
-    steps = []
-    try:
-        lines = (folder / "results.jsonl").read_text().splitlines()
-    except OSError:
-        return steps
-    for line in lines:
-        try:
-            steps.append(json.loads(line)["step"])
-        except ValueError:
-            break
-    return steps
-
-
-def expected_steps(folder: Path) -> list[int]:
-    config = json.loads((folder / "config.json").read_text())
-    steps, freq = config["steps"], config["checkpoint_freq"]
-    return [s for s in range(steps) if s % freq == 0 or s == steps - 1]
-
-
-def snapshot(folder: Path) -> dict:
-    """Every file below `folder`: its bytes and mtime."""
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def job_folders(out: Path) -> list[Path]:
-    return sorted(p for p in (out / "runs").iterdir() if p.is_dir())
-
-
-def checkpoint_step(folder: Path) -> int:
-    import torch
-
-    return int(torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)["step"])
-
-
-def steps_redone(checkpoint_step: int, checkpoint_time: float, recorded: list[int], step_time: float,
-                 freq: int, killed_at: float, dead_at: float) -> tuple[int, int]:
-    """(low, high): steps trained before the kill that the resumed run trains again.
-
-    A record past the checkpoint means the kill came while that step's checkpoint was being
-    saved: exactly those steps. Otherwise the worker trained on from its checkpoint until it
-    died (between the kill and when it was seen gone), at its measured step time.
-    """
-    past = max(recorded, default=checkpoint_step) - checkpoint_step
-    if past > 0:
-        return past, past
-    low = int(max(0.0, killed_at - checkpoint_time) / step_time)
-    high = int(max(0.0, dead_at - checkpoint_time) / step_time)
-    return min(low, freq - 1), min(high, freq - 1)
-
-
-def state_at_kill(out: Path) -> dict:
-    """Per job: done (with its folder's snapshot) or partial (checkpoint step and time, records)."""
-    states = {}
-    for folder in job_folders(out):
-        if (folder / "done").exists():
-            states[folder.name] = {"done": True, "files": snapshot(folder)}
-        elif (folder / "checkpoint.pt").exists():
-            lines = (folder / "results.jsonl").read_text().splitlines()
-            records = lines[:len(read_steps(folder))]  # without a torn last line
-            step = checkpoint_step(folder)
-            states[folder.name] = {"done": False, "checkpoint_step": step,
-                                   "checkpoint_time": (folder / "checkpoint.pt").stat().st_mtime,
-                                   "kept": [r for r in records if json.loads(r)["step"] <= step],
-                                   "recorded": read_steps(folder),
-                                   "step_time": json.loads(records[-1])["step_time"]}
-        else:
-            states[folder.name] = {"done": False, "checkpoint_step": None}
-    return states
-
-
-def check_every_job_finished_once(out: Path, before: dict, killed_at: float, dead_at: float) -> list[dict]:
-    """Done jobs untouched, partial ones resumed from their checkpoint, no step twice; returns
-    per resumed job what was redone."""
-    redone = []
-    for folder in job_folders(out):
-        assert (folder / "done").exists(), folder
-        assert read_steps(folder) == expected_steps(folder), folder.name  # complete, no step twice
-        log = (folder / "train.log").read_text()
-        assert log.count(" done: ") == 1, log  # trained to the end exactly once
-        was = before.get(folder.name)
-        if was is None:
-            continue
-        if was["done"]:
-            assert snapshot(folder) == was["files"], f"{folder.name} was done before the kill and changed"
-        elif was["checkpoint_step"] is not None:
-            resumed = [int(n) for n in re.findall(r"resuming \S+ at step (\d+) of", log)]
-            assert resumed and resumed[0] == was["checkpoint_step"] + 1, (resumed, was["checkpoint_step"])
-            text = (folder / "results.jsonl").read_text()
-            assert text.startswith("".join(line + "\n" for line in was["kept"]))  # earlier records kept
-            freq = json.loads((folder / "config.json").read_text())["checkpoint_freq"]
-            redone.append({"job": folder.name, "resumed_at": resumed[0],
-                           "records_redone": sum(1 for s in was["recorded"] if s > was["checkpoint_step"]),
-                           "redone": steps_redone(was["checkpoint_step"], was["checkpoint_time"], was["recorded"],
-                                                  was["step_time"], freq, killed_at, dead_at)})
-    return redone
 
 
 def report(title: str, redone: list[dict], wall_s: float, dead_s: float, gone_s: float,
@@ -223,31 +35,6 @@ def report(title: str, redone: list[dict], wall_s: float, dead_s: float, gone_s:
         print(f"  {r['job']}: resumed at step {r['resumed_at']}, steps redone ~{low}"
               + (f"-{high}" if high != low else "") + f" (records rewritten: {r['records_redone']})")
     print(f"  resumed run: {wall_s:.1f} s wall")
-
-
-def rerun(args, env, root):
-    started = time.time()
-    proc = run_cli(*args, env=env, check=True)
-    wall = time.time() - started
-    _, left = wait_until_gone(root, 20)
-    assert not left, f"the rerun left Ray processes running: {left}"
-    return proc, wall
-
-
-def kill_when(driver, out, ray_root, ready):
-    """Run `ready()` (waits and checks), SIGKILL the driver's process group, wait for its Ray to go.
-
-    The driver never outlives a failed `ready`. Returns (killed_at, dead_at, seconds until its
-    Ray processes were gone, survivors, the job folders' state at the kill).
-    """
-    try:
-        ready()
-        killed_at, dead_at = kill_group(driver, out)
-    finally:
-        if driver.poll() is None:
-            kill_group(driver)
-    gone_s, survivors = wait_until_gone(ray_root, 30)
-    return killed_at, dead_at, gone_s, survivors, state_at_kill(out)
 
 
 # ---- the tests ----------------------------------------------------------------------------------

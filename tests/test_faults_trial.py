@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli, start
 from ddg_sweep.jobs import run_config
 from search_spaces import SpaceOptions, space_jobs
-from test_faults_driver import (RAY, alive, checkpoint_step, expected_steps, job_folders, ray_root,  # noqa: F401
-                                read_steps, snapshot, start, steps_redone, wait_for, wait_until_gone)
+from helpers.job_folders import checkpoint_step, expected_steps, job_folders, read_steps, snapshot, steps_redone
+from helpers.processes import RAY, alive, wait_for, wait_until_gone
 
 
 def space_file(tmp_path, test_envs, steps, freq=10):

@@ -13,7 +13,7 @@ from ddg_sweep.hparams import GUIDANCE_FORMS, resolve_hparams
 from ddg_sweep.jobs import make_job
 from ddg_sweep.perf import StepOptions
 from ddg_sweep.report.select.variants import split_rows
-from conftest import unet_failing_above
+from helpers.models import unet_failing_above
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_cli
+from helpers.cli import REPO, assert_one_line_error, run_cli
 from ddg_sweep.jobs import Job, build_plan, job_dir, make_job, run_config
 from search_spaces import SPACES, SpaceOptions, space_jobs
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 
-from conftest import REPO
+from helpers.cli import REPO
 
 PACKAGES = ("ddg_sweep", "trainables", "search_spaces")
 ALLOWED = {"core": {"core"}, "search_spaces": {"core", "search_spaces"}, "trainables": {"core", "trainables"},

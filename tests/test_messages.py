@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from helpers.cli import assert_one_line_error, run_cli
 from ddg_sweep.data.catalog import DATASETS
 from ddg_sweep.hparams import ALGORITHMS, REGISTRY
 from ddg_sweep.estimate import PAPER_CARD, STEP_SECONDS

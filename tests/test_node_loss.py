@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from test_cluster import free_ports, start_node, stop_nodes, wait_for_nodes
-from test_faults_driver import (alive, checkpoint_step, expected_steps, job_folders, ray_pids, read_steps, start,
-                                steps_redone, wait_for)
+from helpers.cluster import free_ports, start_node, stop_nodes, wait_for_nodes
+from helpers.cli import start
+from helpers.job_folders import checkpoint_step, expected_steps, job_folders, read_steps, steps_redone
+from helpers.processes import alive, ray_pids, wait_for
 
 STEPS, FREQ = 200, 20
 

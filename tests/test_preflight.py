@@ -2,7 +2,7 @@
 repo, a missing tensor, a missing dataset folder or a bad image with one line, before any cluster
 starts and before OUT exists; `plan` lists the same problems and exits 0.
 
-The paper's five repos come from the fake offline cache of tests/fake_hub.py (real layout, tiny
+The paper's five repos come from the fake offline cache of tests/helpers/fake_hub.py (real layout, tiny
 widths); PACS is a fake folder of JPEGs.
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_one_line_error
+from helpers.cli import REPO, assert_one_line_error
 from ddg_sweep.models.hub import PAPER_MODELS
-from fake_hub import broken_copy, build_fake_hub, repo_folder, write_fake_pacs
+from helpers.fake_hub import broken_copy, build_fake_hub, repo_folder, write_fake_pacs
 
 pytestmark = pytest.mark.xdist_group("real_layout")
 PAPER_PACS = ("--preset", "paper", "--datasets", "PACS")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from test_cluster import RAY, free_ports, start_node, stop_nodes, wait_for_nodes
-from test_faults_driver import ray_pids
+from helpers.cli import REPO
+from helpers.cluster import RAY_BIN, free_ports, start_node, stop_nodes, wait_for_nodes
+from helpers.processes import ray_pids
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "token",
        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # `python` is ours
@@ -44,7 +44,7 @@ def head_with_jobs(tmp_path):
 
 
 def ray_job(*args, env=ENV, timeout=300):
-    return subprocess.run([RAY, "job", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
+    return subprocess.run([RAY_BIN, "job", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
 
 
 def wait_for_status(address, job_id, timeout=300):

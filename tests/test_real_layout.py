@@ -1,4 +1,4 @@
-"""The paper's loading route on an offline cache laid out like the real repos (tests/fake_hub.py).
+"""The paper's loading route on an offline cache laid out like the real repos (tests/helpers/fake_hub.py).
 
 Every component loads by hub id with the saved weights; a checkpoint lacking a tensor is a
 one-line error, at load and in the preflight check; a short `train --models paper` (DDG) on a
@@ -18,7 +18,7 @@ import torch
 from ddg_sweep.errors import UserError
 from ddg_sweep.hparams import BACKBONES, resolve_hparams
 from ddg_sweep.models.hub import PAPER_MODELS
-from fake_hub import _old_attention_name, broken_copy, build_fake_hub, write_fake_pacs
+from helpers.fake_hub import _old_attention_name, broken_copy, build_fake_hub, write_fake_pacs
 
 pytestmark = pytest.mark.xdist_group("real_layout")
 

@@ -12,8 +12,8 @@ import pytest
 from ddg_sweep.errors import UserError
 from ddg_sweep.report.aggregate import aggregate
 from ddg_sweep.report.read.records import read_sweep_records
-from conftest import FIXTURE
-from sweepgen import make_sweep
+from helpers.cli import FIXTURE
+from benchmarks.sweepgen import make_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,7 @@ def test_swad_tables_list_only_algorithms_with_a_swad_model(tmp_path):
     from ddg_sweep.report.aggregate import aggregate
     from ddg_sweep.report.aggregate_folder import load_aggregate
     from ddg_sweep.report.render.tables import build_grids
-    from sweepgen import make_sweep
+    from benchmarks.sweepgen import make_sweep
 
     make_sweep(tmp_path / "sweep", 400, datasets=("PACS",), algorithms=("ERM", "DDG"), with_swad=True)
     aggregate(tmp_path / "sweep", tmp_path / "agg")

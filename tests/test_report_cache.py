@@ -10,7 +10,7 @@ import pytest
 
 from ddg_sweep.report.read import parsing as parse_cache
 from ddg_sweep.report.aggregate import aggregate
-from sweepgen import make_sweep
+from benchmarks.sweepgen import make_sweep
 
 OUTPUTS = ("records.parquet", "selected.parquet", "table.parquet", "swad.parquet")
 

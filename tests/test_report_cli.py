@@ -1,39 +1,26 @@
 """The `aggregate`, `tables` and `plots` commands, tables in every format, figures, imports."""
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from ddg_sweep.cli import report
 from ddg_sweep.errors import UserError
 from ddg_sweep.report.render.tables import PAPER_REFERENCE_ROWS, write_tables
-from conftest import FIXTURE
-
-REPO = Path(__file__).resolve().parents[1]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run_cli(argv) -> int:
-    """Like ddg_sweep.run.main, for the report commands only."""
-    parser = argparse.ArgumentParser()
-    report.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(a) for a in argv])
-    return args.func(args)
+from helpers.cli import FIXTURE, REPO
+from helpers.report import PNG_MAGIC, call_report_cli
 
 
 @pytest.fixture(scope="module")
 def agg_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("agg")
-    assert run_cli(["aggregate", "--input-dir", FIXTURE, "--output-dir", out]) == 0
+    assert call_report_cli(["aggregate", "--input-dir", FIXTURE, "--output-dir", out]) == 0
     return out
 
 
 def test_aggregate_prints_summary_and_writes_files(tmp_path, capsys):
-    assert run_cli(["aggregate", "--input-dir", FIXTURE, "--output-dir", tmp_path]) == 0
+    assert call_report_cli(["aggregate", "--input-dir", FIXTURE, "--output-dir", tmp_path]) == 0
     printed = capsys.readouterr().out
     assert "records read: 200" in printed and "runs: 40" in printed
     assert "unfinished runs skipped: 0" in printed and "malformed lines skipped: 0" in printed
@@ -44,14 +31,14 @@ def test_aggregate_prints_summary_and_writes_files(tmp_path, capsys):
 
 def test_tables_text_is_domainbed_output(agg_dir, tmp_path):
     out = tmp_path / "t.txt"
-    assert run_cli(["tables", "--input", agg_dir, "--format", "text", "--output", out]) == 0
+    assert call_report_cli(["tables", "--input", agg_dir, "--format", "text", "--output", out]) == 0
     text = out.read_text()
     assert text.startswith((FIXTURE / "expected.txt").read_text().rstrip("\n"))
     assert "Paper layout" in text
 
 
 def test_tables_markdown_with_paper_rows_and_missing_cells(agg_dir, capsys):
-    assert run_cli(["tables", "--input", agg_dir, "--format", "markdown"]) == 0
+    assert call_report_cli(["tables", "--input", agg_dir, "--format", "markdown"]) == 0
     text = capsys.readouterr().out
     # environments written out; two trial seeds: the standard error and (n=2)
     assert "| Algorithm | Caltech101 | LabelMe | SUN09 | VOC2007 | Avg |" in text
@@ -66,7 +53,7 @@ def test_tables_markdown_with_paper_rows_and_missing_cells(agg_dir, capsys):
 
 
 def test_tables_latex_uses_booktabs(agg_dir, capsys):
-    assert run_cli(["tables", "--input", agg_dir, "--format", "latex", "--selection", "oracle"]) == 0
+    assert call_report_cli(["tables", "--input", agg_dir, "--format", "latex", "--selection", "oracle"]) == 0
     text = capsys.readouterr().out
     for rule in ("\\toprule", "\\midrule", "\\bottomrule"):
         assert rule in text
@@ -90,20 +77,20 @@ def test_write_tables_files(agg_dir, tmp_path):
 ])
 def test_bad_table_arguments_are_user_errors(agg_dir, argv, message):
     with pytest.raises(UserError, match=message):
-        run_cli(argv[:1] + ["--input", agg_dir] + argv[1:])
+        call_report_cli(argv[:1] + ["--input", agg_dir] + argv[1:])
 
 
 def test_bad_inputs_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        run_cli(["aggregate", "--input-dir", tmp_path / "nope", "--output-dir", tmp_path / "a"])
+        call_report_cli(["aggregate", "--input-dir", tmp_path / "nope", "--output-dir", tmp_path / "a"])
     with pytest.raises(UserError, match="not an aggregate folder"):
-        run_cli(["tables", "--input", tmp_path])
+        call_report_cli(["tables", "--input", tmp_path])
     with pytest.raises(UserError, match="records.parquet"):
-        run_cli(["plots", "--input", tmp_path, "--output-dir", tmp_path / "p"])
+        call_report_cli(["plots", "--input", tmp_path, "--output-dir", tmp_path / "p"])
 
 
 def test_plots_from_fixture_skip_absent_hparams(agg_dir, tmp_path, capsys):
-    assert run_cli(["plots", "--input", agg_dir, "--output-dir", tmp_path]) == 0
+    assert call_report_cli(["plots", "--input", agg_dir, "--output-dir", tmp_path]) == 0
     printed = capsys.readouterr().out
     assert "skipped: hparam lmd" in printed and "skipped: hparam cfg_scale" in printed
     curve = tmp_path / "curves_VLCS.png"

@@ -11,8 +11,7 @@ import pytest
 from ddg_sweep.report.aggregate import aggregate
 from ddg_sweep.report.aggregate_folder import load_aggregate
 from ddg_sweep.report.render.tables import render
-from test_report_cli import run_cli
-from test_report_selection import accs, write_run
+from helpers.report import accs, call_report_cli, write_run
 
 
 def _cell(table, selection, test_env, dataset="Toy"):
@@ -140,7 +139,7 @@ def test_provenance_is_carried_listed_and_mixed_versions_warned(tmp_path, capsys
     assert by_run.loc["r0", "prov_torch"] == "2.13.0" and by_run.loc["r0", "prov_device"] == "NVIDIA H100"
     assert by_run.loc["r2", "prov_torch"] == "2.13.0; 2.12.0"
     assert "prov_diffusers" not in selected.columns  # never recorded
-    assert run_cli(["tables", "--input", tmp_path / "agg", "--show-hparams",
+    assert call_report_cli(["tables", "--input", tmp_path / "agg", "--show-hparams",
                     "--selection", "iid"]) == 0
     captured = capsys.readouterr()
     assert "warning: the iid tables mix versions or devices: torch: " in captured.err

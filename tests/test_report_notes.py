@@ -7,8 +7,7 @@ import pytest
 from ddg_sweep.errors import UserError
 from ddg_sweep.report.aggregate import aggregate
 from ddg_sweep.report.render.tables import write_tables
-from test_report_cli import run_cli
-from test_report_selection import write_run
+from helpers.report import call_report_cli, write_run
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +51,15 @@ def test_environment_names_are_written_out(demo_out):
 
 def test_tables_on_the_sweep_folder_points_at_its_aggregate(demo_out, tmp_path):
     with pytest.raises(UserError) as error:
-        run_cli(["tables", "--input", demo_out])
+        call_report_cli(["tables", "--input", demo_out])
     message = str(error.value)
     assert f"its aggregate is {demo_out / 'aggregate'}: pass --input {demo_out / 'aggregate'}" in message
     assert "--output-dir" not in message  # never suggests writing an aggregate into OUT
     with pytest.raises(UserError, match=f"pass --input {demo_out / 'aggregate'}"):
-        run_cli(["plots", "--input", demo_out, "--output-dir", tmp_path / "p"])
+        call_report_cli(["plots", "--input", demo_out, "--output-dir", tmp_path / "p"])
     # a sweep folder without an aggregate yet: make it in OUT/aggregate, not in OUT
     bare = tmp_path / "OUT2"
     (bare / "runs").mkdir(parents=True)
     with pytest.raises(UserError) as error:
-        run_cli(["tables", "--input", bare])
+        call_report_cli(["tables", "--input", bare])
     assert f"--output-dir {bare / 'aggregate'}, then pass --input {bare / 'aggregate'}" in str(error.value)

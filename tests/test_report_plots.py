@@ -8,9 +8,8 @@ import pytest
 from ddg_sweep.report.aggregate import aggregate
 from ddg_sweep.report.aggregate_folder import load_aggregate, load_records, load_selected
 from ddg_sweep.report.plots import ablation, curves, paper_layout, toolbox
-from sweepgen import make_sweep
-from test_report_cli import PNG_MAGIC, run_cli
-from test_report_selection import accs, write_run
+from benchmarks.sweepgen import make_sweep
+from helpers.report import PNG_MAGIC, accs, call_report_cli, write_run
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def swept(tmp_path_factory):
 
 
 def test_every_figure_is_written_and_not_empty(swept, capsys):
-    assert run_cli(["plots", "--input", swept / "agg", "--output-dir", swept / "plots"]) == 0
+    assert call_report_cli(["plots", "--input", swept / "agg", "--output-dir", swept / "plots"]) == 0
     assert "skipped" not in capsys.readouterr().out
     for name in ("hparam_lmd.png", "hparam_cfg_scale.png", "hparam_stage1_steps.png", "hparam_guidance_form.png",
                  "curves_PACS.png", "curves_VLCS.png", "paper_layout.png"):

@@ -10,7 +10,7 @@ import pytest
 
 from ddg_sweep.report.read import jsonl
 from ddg_sweep.report.read.records import read_sweep_records
-from sweepgen import make_sweep
+from benchmarks.sweepgen import make_sweep
 
 FIXTURE = Path(__file__).parent / "fixtures" / "domainbed_test_sweep"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from conftest import FIXTURE, REPO
+from helpers.cli import FIXTURE, REPO
 
 # A path that leaves the checkout for a sibling `shared/` folder, however it is spelled.
 OUTSIDE = re.compile(r"\.\./shared|parents?(\[\d+\])?\s*/\s*[\"']shared[\"']")

@@ -1,4 +1,5 @@
-"""Searches on a local Ray cluster each test starts and stops itself (short DemoDigits jobs)."""
+"""Searches (short DemoDigits jobs) attached to the session's cluster (tests/conftest.py's ray_address);
+the one that kills its driver starts a cluster of its own."""
 import json
 import time
 from collections import Counter
@@ -6,13 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli, start
 from ddg_sweep.search.searches import SearchOptions, build_searches, scan_headers
 from search_spaces import SpaceOptions, space_jobs, space_ranges
-from test_faults_driver import (check_every_job_finished_once, expected_steps, kill_when, ray_root,  # noqa: F401
-                                read_steps, rerun, start, wait_for)
+from helpers.job_folders import check_every_job_finished_once, expected_steps, kill_when, read_steps, rerun
+from helpers.processes import wait_for
 
-RAY = ["--no-dashboard", "--num-cpus", "2", "--cpus-per-trial", "1"]
+RAY = ["--no-dashboard", "--num-cpus", "2", "--cpus-per-trial", "1"]  # a cluster of its own
+
+
+def attached(address: str) -> list[str]:
+    return ["--address", address, "--cpus-per-trial", "1"]
+
+
 # The issue's demo command, with fewer steps (8, evaluated at 0, 4 and 7) and smaller batches.
 DEMO = ["--space", "search", "--search", "optuna", "--datasets", "DemoDigits", "--test-envs", "0", "--steps", "8",
         "--checkpoint-freq", "4", "--batch-size", "8", "--models", "tiny"]
@@ -46,9 +53,9 @@ def log_span(out: Path, job_id: str) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_a_search_runs_n_distinct_jobs_and_a_larger_n_runs_exactly_the_rest(tmp_path):
+def test_a_search_runs_n_distinct_jobs_and_a_larger_n_runs_exactly_the_rest(tmp_path, ray_address):
     out = tmp_path / "OUT"
-    first = run_cli("sweep", *DEMO, "--num-samples", "4", "--output-dir", out, *RAY, check=True)
+    first = run_cli("sweep", *DEMO, "--num-samples", "4", "--output-dir", out, *attached(ray_address), check=True)
     assert "0 trial(s) in OUT, 0 to resume, 4 new" in first.stdout and "1 search(es): 4 trials to run" in first.stdout
     trials = trials_of(out)
     assert sorted(trials) == [0, 1, 2, 3]
@@ -73,7 +80,7 @@ def test_a_search_runs_n_distinct_jobs_and_a_larger_n_runs_exactly_the_rest(tmp_
     assert seen == {i: pytest.approx(val_objective(records(out, h["jobs"][0]), 0)) for i, h in trials.items()}
     before = {j: (out / "runs" / j / "results.jsonl").stat().st_mtime_ns for j in jobs}
 
-    second = run_cli("sweep", *DEMO, "--num-samples", "6", "--output-dir", out, *RAY, check=True)
+    second = run_cli("sweep", *DEMO, "--num-samples", "6", "--output-dir", out, *attached(ray_address), check=True)
     assert "4 trial(s) in OUT (4 done), 0 to resume, 2 new" in second.stdout
     assert "1 search(es): 2 trials to run" in second.stdout
     trials = trials_of(out)
@@ -86,14 +93,14 @@ def test_a_search_runs_n_distinct_jobs_and_a_larger_n_runs_exactly_the_rest(tmp_
     assert sorted(sources[4:8]) == [(i, "warm start") for i in range(4)]
     assert sorted(sources[8:]) == [(4, "run"), (5, "run")]
 
-    third = run_cli("sweep", *DEMO, "--num-samples", "6", "--output-dir", out, *RAY, check=True)
+    third = run_cli("sweep", *DEMO, "--num-samples", "6", "--output-dir", out, *attached(ray_address), check=True)
     assert "0 trials to run" in third.stdout and "ray:" not in third.stdout
     status = json.loads(run_cli("status", out, "--format", "json", check=True).stdout)
     assert status["counts"]["total"] == {"done": 6, "total": 6}
 
 
 @pytest.mark.slow
-def test_a_driver_killed_mid_search_loses_no_finished_trial(tmp_path, ray_root):  # noqa: F811
+def test_a_driver_killed_mid_search_loses_no_finished_trial(tmp_path, ray_root):
     out = tmp_path / "OUT"
     args = ["sweep", *DEMO, "--num-samples", "6", "--output-dir", out, *RAY]
     env = {"RAY_TMPDIR": ray_root}
@@ -133,12 +140,12 @@ ASHA_SPACE = {"grid": {"algorithm": "ERM", "dataset": "DemoDigits", "test_envs":
 
 
 @pytest.mark.slow
-def test_asha_stops_a_trial_early_keeps_its_records_and_keeps_it_out_of_the_protocol_table(tmp_path):
+def test_asha_stops_a_trial_early_keeps_its_records_and_keeps_it_out_of_the_protocol_table(tmp_path, ray_address):
     space = tmp_path / "asha.json"
     space.write_text(json.dumps(ASHA_SPACE))
     out = tmp_path / "OUT"
     args = ["sweep", "--space", space, "--search", "random", "--scheduler", "asha", "--max-concurrent", "1",
-            "--output-dir", out, *RAY]
+            "--output-dir", out, *attached(ray_address)]
     run_cli(*args, "--num-samples", "5", check=True)
     trials = trials_of(out)
     folders = {i: out / "runs" / h["jobs"][0] for i, h in trials.items()}
@@ -179,14 +186,14 @@ def test_asha_stops_a_trial_early_keeps_its_records_and_keeps_it_out_of_the_prot
 
 
 @pytest.mark.slow
-def test_full_benchmark_hyperopt_oracle_per_dataset_labels_the_oracle(tmp_path):
+def test_full_benchmark_hyperopt_oracle_per_dataset_labels_the_oracle(tmp_path, ray_address):
     space = tmp_path / "scope.json"
     space.write_text(json.dumps({"grid": {"algorithm": "ERM", "dataset": "DemoDigits", "test_envs": [[0], [1]],
                                           "steps": 6, "checkpoint_freq": 3, "hparams": {"batch_size": 8}},
                                  "search": {"lr": {"loguniform": [1e-4, 1e-2]}}}))
     out = tmp_path / "OUT"
     proc = run_cli("full-benchmark", "--space", space, "--search", "hyperopt", "--search-scope", "dataset",
-                   "--metric", "oracle", "--num-samples", "2", "--output-dir", out, *RAY, check=True)
+                   "--metric", "oracle", "--num-samples", "2", "--output-dir", out, *attached(ray_address), check=True)
     assert "objective: oracle (ORACLE" in proc.stdout and "1 search(es): 2 trials to run" in proc.stdout
     trials = trials_of(out)
     assert sorted(trials) == [0, 1]

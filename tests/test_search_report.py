@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from ddg_sweep.jobs import job_dir, make_job, run_config, write_manifest
 from ddg_sweep.layout import RunFolder
 from ddg_sweep.search.searches import SearchOptions, build_searches, record_trial

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from ddg_sweep.jobs import job_dir, make_job
 from ddg_sweep.search import choice, loguniform, randint, uniform
 from ddg_sweep.search.objective import trial_trajectory

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from test_faults_driver import ray_root, start, wait_for, wait_until_gone  # noqa: F401
+from helpers.cli import start
+from helpers.processes import wait_for, wait_until_gone
 
 
 def free_port() -> int:

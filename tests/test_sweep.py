@@ -1,4 +1,5 @@
-"""Sweeps on a local Ray cluster that each test starts and stops itself."""
+"""Sweeps: refused before anything starts on a local cluster of their own, and run attached to the
+session's cluster (tests/conftest.py's ray_address)."""
 import json
 import re
 
@@ -6,7 +7,7 @@ import pandas as pd
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from helpers.cli import assert_one_line_error, run_cli
 
 RAY = ["--no-dashboard", "--num-cpus", "2"]
 
@@ -36,9 +37,9 @@ def test_gpu_request_on_a_cluster_without_gpus_is_refused_before_anything_starts
     assert_one_line_error(proc, "cannot reach the Ray cluster at 127.0.0.1:1")
 
 
-def test_a_failed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
+def test_a_failed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path, ray_address):
     out = tmp_path / "out"
-    proc = run_cli("sweep", "--space", small_space(tmp_path), "--output-dir", out, *RAY,
+    proc = run_cli("sweep", "--space", small_space(tmp_path), "--output-dir", out, "--address", ray_address,
                    env={"DDG_SWEEP_FAULT_AFTER_STEP": "10"}, check=True)
     (folder,) = (out / "runs").iterdir()
     assert steps_of(folder) == [0, 10, 20, 30, 39]  # no step written twice
@@ -53,13 +54,14 @@ def test_a_failed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_benchmark_demo_end_to_end_then_nothing_to_redo(tmp_path):
+def test_full_benchmark_demo_end_to_end_then_nothing_to_redo(tmp_path, ray_address):
     """The demo preset's whole pipeline (sweep, aggregate, tables), narrowed to one held-out environment
     and one trial seed of its six algorithm rows (four DDG variants), with short runs; then the same command
     reruns nothing."""
     out = tmp_path / "OUT"
     narrow = ["--test-envs", "0", "--trial-seeds", "0", "--steps", "24", "--checkpoint-freq", "4"]
-    first = run_cli("full-benchmark", "--preset", "demo", "--output-dir", out, "--no-dashboard", *narrow, check=True)
+    first = run_cli("full-benchmark", "--preset", "demo", "--output-dir", out, "--address", ray_address, *narrow,
+                   check=True)
     assert "6 jobs: 6 pending; 6 jobs to run" in first.stdout
     assert (out / "aggregate" / "table.parquet").exists()
     tables = sorted(p.name for p in (out / "tables").glob("*.md"))
@@ -77,7 +79,8 @@ def test_full_benchmark_demo_end_to_end_then_nothing_to_redo(tmp_path):
     assert all(steps_of(r)[-1] == 23 for r in runs)
     mtimes = {r.name: (r / "results.jsonl").stat().st_mtime_ns for r in runs}
 
-    second = run_cli("full-benchmark", "--preset", "demo", "--output-dir", out, "--no-dashboard", *narrow, check=True)
+    second = run_cli("full-benchmark", "--preset", "demo", "--output-dir", out, "--address", ray_address, *narrow,
+                   check=True)
     assert "6 done; 0 jobs to run" in second.stdout and "ray:" not in second.stdout
     assert {r.name: (r / "results.jsonl").stat().st_mtime_ns for r in runs} == mtimes
     plan = json.loads(run_cli("plan", "--preset", "demo", "--output-dir", out, "--format", "json", *narrow,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from ddg_sweep.models import synthetic_digits, tiny_training
 from ddg_sweep.models.clip_teacher import load_clip_teacher
 from ddg_sweep.models.sd_teacher import load_sd_teacher

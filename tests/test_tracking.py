@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from ddg_sweep.run import main
 
 STEPS, FREQ = 40, 20
@@ -24,7 +24,7 @@ METRICS = ("step", "loss", "held_out_acc", "val_acc", "images_per_s", "stage")
 
 
 @pytest.fixture(scope="module")
-def tracked_sweep(tmp_path_factory):
+def tracked_sweep(tmp_path_factory, ray_address):
     tmp = tmp_path_factory.mktemp("tracking")
     space = tmp / "space.json"
     space.write_text(json.dumps({"grid": {"algorithm": "ERM", "dataset": "DemoDigits", "test_envs": [[0], [1]],
@@ -36,7 +36,7 @@ def tracked_sweep(tmp_path_factory):
         env.setenv("RAY_AUTH_TOKEN_PATH", os.environ.get("RAY_AUTH_TOKEN_PATH")
                    or str(Path.home() / ".ray" / "auth_token"))
         env.setenv("HOME", str(tmp))  # no ~/.netrc with a W&B login
-        proc = run_cli("sweep", "--space", space, "--output-dir", out, "--no-dashboard", "--num-cpus", "2",
+        proc = run_cli("sweep", "--space", space, "--output-dir", out, "--address", ray_address,
                        "--tracker", "tensorboard", "--tracker", "mlflow", "--tracker", "wandb",
                        check=True, timeout=600)
     assert "sweep finished: 2/2 jobs done" in proc.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, run_cli
+from helpers.cli import REPO, assert_one_line_error, run_cli
 from ddg_sweep.hparams import resolve_hparams, resolve_step
 from ddg_sweep.models.student import load_student
 from ddg_sweep.models.tiny import tiny_student_path

@@ -1,4 +1,4 @@
-"""Synthetic DomainBed sweeps for tests and benchmarks (deterministic).
+"""Synthetic DomainBed sweeps for benchmarks/bench_aggregate.py and the tests (deterministic).
 
 `make_sweep(root, n_records)` writes run folders whose `results.jsonl` look like
 DomainBed's (or ddg-sweep's) output: several datasets, algorithms, trial seeds,

@@ -1,0 +1,1 @@
+"""Benchmarks (each a script) and what they share with the tests: benchmarks.sweepgen."""

@@ -1,0 +1,1 @@
+"""Helpers the test modules share (tests/conftest.py holds the fixtures every test sees)."""
