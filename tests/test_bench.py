@@ -33,7 +33,8 @@ def test_bench_reports_the_compiled_unets_gradient_error(monkeypatch, capsys):
     """The bench's compiled path end to end: the UNet is compiled, its first backward is checked against
     eager, and the error is in the report. Here through AOTAutograd without Inductor's code generation
     (a cold Inductor build of this graph takes minutes on 2 cores); Inductor itself is checked by
-    test_optimised_step_matches_the_plain_fp32_step[compile_unet] and the upsampling test below."""
+    test_optimised_step_matches_the_plain_fp32_step[compile_unet] (on a smaller UNet) and the upsampling
+    test below."""
     import ddg_sweep.perf
     from ddg_sweep.run import main
 
@@ -51,11 +52,12 @@ def test_bench_reports_the_compiled_unets_gradient_error(monkeypatch, capsys):
     assert 0 <= result["compiled_unet_gradient_error"] < 1e-5  # checked against eager, and right
 
 
-def _one_step(options: StepOptions, n_noise: int = 1):
+def _one_step(options: StepOptions, n_noise: int = 1, make_sd_teacher=None):
     """One Stage II update; returns its scalars and the gradients it produced (the step itself
     is skipped: Adam's first step is about lr * sign(grad), which magnifies rounding noise)."""
     torch.manual_seed(0)
-    algorithm = build_ddg("tiny", torch.device("cpu"), 4, 32, options)
+    components = {"sd_teacher": make_sd_teacher()} if make_sd_teacher else None
+    algorithm = build_ddg("tiny", torch.device("cpu"), 4, 32, options, components)
     algorithm.hparams["n_noise"] = n_noise
     algorithm.optimizer.step = lambda: None
     batches = random_minibatches(algorithm, 4, 3, torch.device("cpu"))
@@ -65,18 +67,44 @@ def _one_step(options: StepOptions, n_noise: int = 1):
     return scalars, grads
 
 
+def _sd_teacher_with_an_upsampling_unet():
+    """The tiny SD teacher with a smaller UNet of the same class, seeded: cross-attention only in
+    its mid block, then the low-resolution up block's resnets and nearest upsampler, the pattern
+    behind which Inductor once zeroed the gradient (docs/performance.md; FrozenUpBlock below), so
+    every path from the output back to the conditioning runs through that upsampler's backward.
+    A cold Inductor build of it takes about half the whole tiny UNet's, whose other blocks add no
+    operation this one lacks. (With reorder_for_peak_memory back on, neither step shows the bug on
+    torch 2.13 CPU; FrozenUpBlock's test below does: that one guards the fix.)"""
+    from diffusers import UNet2DConditionModel
+
+    from ddg_sweep.models import tiny
+    from ddg_sweep.models.sd_teacher import SDTeacher, load_sd_teacher
+
+    shipped = load_sd_teacher(tiny.tiny_sd_path())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(
+            sample_size=tiny.SD_RESOLUTION // 4, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(32, 64), norm_num_groups=8, attention_head_dim=4,
+            down_block_types=("DownBlock2D", "DownBlock2D"), mid_block_type="UNetMidBlock2DCrossAttn",
+            up_block_types=("UpBlock2D", "UpBlock2D"), cross_attention_dim=tiny.CLIP_WIDTH)
+    return SDTeacher(shipped.vae, unet, shipped.text_encoder, shipped.tokenizer, shipped.alphas_cumprod)
+
+
 @pytest.mark.parametrize("switch", ["sdpa", "latents_once", "batched_guidance", "unet_checkpointing", "all",
-                                    pytest.param("compile_unet", marks=pytest.mark.slow)])  # ~80 s cold compile
+                                    pytest.param("compile_unet", marks=pytest.mark.slow)])
 def test_optimised_step_matches_the_plain_fp32_step(switch, monkeypatch, tmp_path):
+    make_sd_teacher = None  # the shipped tiny one
     if switch == "compile_unet":  # a fresh build, as on a new machine: no Inductor or AOTAutograd cache
         monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
         monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
         monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
+        make_sd_teacher = _sd_teacher_with_an_upsampling_unet
     plain = StepOptions.plain()
     optimised = StepOptions() if switch == "all" else dataclasses.replace(plain, **{switch: True})
     n_noise = 2 if switch in ("latents_once", "all") else 1
-    reference, reference_grads = _one_step(plain, n_noise)
-    result, grads = _one_step(optimised, n_noise)
+    reference, reference_grads = _one_step(plain, n_noise, make_sd_teacher)
+    result, grads = _one_step(optimised, n_noise, make_sd_teacher)
     assert result["stage"] == reference["stage"] == "diffusion"
     assert result["loss_diff"] == pytest.approx(reference["loss_diff"], rel=1e-5, abs=1e-6)
     assert result["loss"] == pytest.approx(reference["loss"], rel=1e-5, abs=1e-6)

@@ -1,6 +1,7 @@
 """The tiny teachers know digits they never saw: the shipped ones meet the demo's bar, and the
 training recipe behind them still yields teachers above chance from scratch."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -100,6 +101,7 @@ def test_seeded_training_leaves_the_callers_rng_and_threads_alone():
 def test_a_short_training_run_yields_teachers_above_chance(tmp_path, monkeypatch):
     """The recipe, not only its shipped result: a few minutes' budget from random weights, and
     DemoDigits is never generated (the cache stays empty)."""
+    session_cache = os.environ["DDG_SWEEP_CACHE"]  # DemoDigits for the evaluation: built once per session
     monkeypatch.setenv("DDG_SWEEP_CACHE", str(tmp_path / "cache"))
     summary = tiny_training.train_all(tmp_path / "weights", "test", threads=1, say=lambda line: None)
     assert set(summary["seconds"]) == {"clip", "stable_diffusion", "student_vit-base", "student_resnet50"}
@@ -107,7 +109,7 @@ def test_a_short_training_run_yields_teachers_above_chance(tmp_path, monkeypatch
     lines = []  # a second call on the same folder keeps every finished part
     again = tiny_training.train_all(tmp_path / "weights", "test", threads=1, say=lines.append)
     assert again["seconds"] == summary["seconds"] and all("kept" in line for line in lines)
-    monkeypatch.setenv("DDG_SWEEP_CACHE", str(tmp_path / "demo-cache"))
+    monkeypatch.setenv("DDG_SWEEP_CACHE", session_cache)
     images, class_names = demo_images(per_env=60)
     clip = load_clip_teacher(str(tmp_path / "weights" / "clip"))
     sd = load_sd_teacher(str(tmp_path / "weights" / "stable-diffusion"))
