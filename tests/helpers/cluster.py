@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers.processes import ray_pids
+from helpers.processes import kill_everything_below
 
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
 
@@ -87,9 +86,4 @@ def head_node(log_path: Path, num_cpus: int = 2):
             yield f"127.0.0.1:{port}"
         finally:
             stop_nodes([head])
-            for pid in ray_pids(temp_dir):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            kill_everything_below(temp_dir)

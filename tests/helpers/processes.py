@@ -74,6 +74,11 @@ def ray_root():
     it where it asserts so)."""
     root = tempfile.mkdtemp(prefix="ddgf", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     yield root
+    kill_everything_below(root)
+
+
+def kill_everything_below(root: str) -> None:
+    """SIGKILL every process that names `root` or holds a file below it, then remove `root`."""
     for pid in ray_pids(root):
         try:
             os.kill(pid, signal.SIGKILL)
