@@ -1,7 +1,8 @@
 """`plan`, `sweep` and `full-benchmark`: sweeps of jobs on Ray Tune (`status` is cli/status.py).
 
-`plan` imports neither torch nor Ray; `sweep` imports Ray (the driver, trainables/driver.py)
-only once every job's configuration is checked.
+`plan` never imports Ray, and imports torch only to check the weights of a pretrained model
+found in the cache (built on the meta device); `sweep` imports Ray (the driver,
+trainables/driver.py) only once every job's configuration, model and dataset is checked.
 """
 from __future__ import annotations
 
