@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cluster import head_node
+from helpers.cluster import ensure_auth_token, head_node
 from helpers.processes import ray_root  # noqa: F401  (a fixture)
 
 # Set before anything builds a model, so subprocesses inherit it too.
@@ -38,6 +38,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller, before any xdist worker starts
+        ensure_auth_token()
     # each xdist worker gets its share of the cores, so two workers do not fight over every core
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:

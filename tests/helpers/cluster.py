@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,6 +15,23 @@ from pathlib import Path
 from helpers.processes import kill_everything_below
 
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
+
+
+def ensure_auth_token() -> None:
+    """The token `ray start --head` needs, written once before any test runs, as the first local
+    `ray.init()` on a new machine writes it (Ray's path and format). `ray start` itself refuses
+    without one; left to whichever test first started a local cluster, a session fixture's head
+    node started earlier failed, and every test on that worker with it. O_EXCL: never overwrite."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as token:
+        token.write(secrets.token_hex(32))
 
 
 def free_ports(n):
