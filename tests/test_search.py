@@ -64,9 +64,6 @@ def test_a_search_runs_n_distinct_jobs_and_a_larger_n_runs_exactly_the_rest(tmp_
     assert all((out / "runs" / j / "done").exists() and read_steps(out / "runs" / j) == [0, 4, 7] for j in jobs)
     configs = [json.dumps(h["config"], sort_keys=True) for h in trials.values()]
     assert len(set(configs)) == 4
-    # tiny trials reuse Tune's workers: at most one process per trial slot (2 CPUs, 1 each)
-    pids = {json.loads((out / "runs" / j / "node.json").read_text())["pid"] for j in jobs}
-    assert len(pids) <= 2
     # the job ids are what the search computes: rebuilt here from the space and each configuration
     slots = space_jobs("search", SpaceOptions(datasets=("DemoDigits",), test_envs=(0,), steps=8, checkpoint_freq=4,
                                               models="tiny", overrides={"batch_size": 8}))

@@ -189,14 +189,6 @@ def _run_search_locked(searches: list[Search], out: Path, locations: dict, optio
     return SweepResult(total, done, failed if total else [], failed_before)
 
 
-def _reuse_workers(options: SweepOptions, jobs: list[Job]) -> bool:
-    """--reuse-workers as given; by default on when every job is tiny: it trains in seconds, and a
-    fresh worker spends ~9 s importing first."""
-    if options.reuse_workers is not None:
-        return options.reuse_workers
-    return all(job.hparams.get("models") == "tiny" for job in jobs)
-
-
 def _fit_grid(to_run: list[Job], configs: dict, resources: dict, out: Path, options: SweepOptions,
               say: Callable[[str], None]) -> None:
     from trainables import DDGTrial
@@ -208,8 +200,11 @@ def _fit_grid(to_run: list[Job], configs: dict, resources: dict, out: Path, opti
 
         trackers = tracker_callbacks(options.tracking, out, name, say)
     payloads = [job_payload(job, configs[job.job_id], resources) for job in to_run]
+    reuse = options.reuse_workers
+    if reuse is None:  # a tiny job trains in seconds; a fresh worker spends ~9 s importing first
+        reuse = all(job.hparams.get("models") == "tiny" for job in to_run)
     _fit(DDGTrial, "DDGTrial", name, resources, out, options, say,
-         param_space={"job": tune.grid_search(payloads)}, reuse_actors=_reuse_workers(options, to_run),
+         param_space={"job": tune.grid_search(payloads)}, reuse_actors=reuse,
          callbacks=[ProgressLines(len(to_run), say), *trackers], starting=f"running {len(to_run)} jobs ...",
          interrupted="interrupted: run the same command again; done jobs are kept, partial ones resume from "
                      "their checkpoint (ignore Tune's Tuner.restore hint: the job folders are the state)")
@@ -229,8 +224,7 @@ def _fit_search(progress: list[Progress], out: Path, locations: dict, resources:
         scheduler = PerSearchASHA(lanes, search_options.grace_period, search_options.reduction_factor)
     stopped = lambda trial_id: any(trial_id in lane.stopped for lane in lanes)  # noqa: E731
     _fit(SearchTrial, "DDGSearchTrial", f"search-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", resources,
-         out, options, say, param_space={}, search_alg=SearchMux(lanes), scheduler=scheduler,
-         reuse_actors=_reuse_workers(options, [job for lane in lanes for job in lane.search.slots]),
+         out, options, say, param_space={}, reuse_actors=False, search_alg=SearchMux(lanes), scheduler=scheduler,
          num_samples=total, callbacks=[SearchProgressLines(total, say, stopped)],
          starting=f"running {total} trials ...",
          interrupted="interrupted: run the same command again; finished trials are kept and fed to the "
